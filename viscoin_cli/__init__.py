@@ -1,0 +1,3 @@
+"""viscoin: concept-based interpretation of vision classifiers (VisCoIN)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,295 @@
+"""The checkpoint format: self-describing safetensors files, written atomically.
+
+This module is the only place that reads or writes model files. A checkpoint's header metadata
+holds everything needed to rebuild the model without any other file:
+
+    format, format_version   "viscoin", "1"
+    kind                     classifier | generator | discriminator | viscoin | state
+    config                   JSON: the architecture's constructor arguments
+    dataset                  JSON: name, class names, resolution, channels (or null)
+    step                     training step / epoch the weights come from
+    version                  viscoin package version that wrote the file
+    parents                  JSON: {role: {"sha256": ..., "path": ...}} of the checkpoints it depends on
+    extra                    JSON: anything else the kind needs (e.g. metrics)
+
+`state` files (`latest.state.safetensors`) hold nested training state (optimizer, EMA, counters):
+tensors go into the file body, the nesting and plain values into the `state` metadata entry.
+Nothing here uses pickle.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from viscoin_cli import __version__
+from viscoin_cli.errors import UserError
+
+FORMAT = "viscoin"
+FORMAT_VERSION = "1"
+KINDS = ("classifier", "generator", "discriminator", "viscoin", "state")
+_MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint says about itself."""
+
+    path: Path
+    kind: str
+    config: dict[str, Any]
+    dataset: dict[str, Any] | None = None
+    step: int = 0
+    version: str = ""
+    parents: dict[str, dict[str, str]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and validate the safetensors header, with a one-line error for every way it can be wrong."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a .safetensors checkpoint")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        prefix = fh.read(8)
+        if len(prefix) < 8:
+            raise UserError(f"{path}: not a safetensors file (only {size} bytes)")
+        header_len = int.from_bytes(prefix, "little")
+        first = fh.read(1)
+        if header_len > _MAX_HEADER or first != b"{":
+            raise UserError(f"{path}: not a safetensors file")
+        if 8 + header_len > size:
+            raise UserError(f"{path}: truncated checkpoint (the header alone needs {8 + header_len} bytes)")
+        raw = first + fh.read(header_len - 1)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{path}: not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path}: not a safetensors file (unreadable header)")
+    data_end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            data_end = max(data_end, int(entry["data_offsets"][1]))
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise UserError(f"{path}: corrupt safetensors header (entry {name!r})") from None
+    expected = 8 + header_len + data_end
+    if size < expected:
+        raise UserError(f"{path}: truncated checkpoint ({size} of {expected} bytes)")
+    if size > expected:
+        raise UserError(f"{path}: corrupt checkpoint ({size - expected} unexpected trailing bytes)")
+    return header
+
+
+def _json_field(path: Path, metadata: Mapping[str, str], key: str, default: Any) -> Any:
+    if key not in metadata:
+        return default
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: corrupt checkpoint metadata ({key!r} is not JSON)") from None
+
+
+def read_meta(path: str | os.PathLike, kind: str | None = None) -> CheckpointMeta:
+    """Read a checkpoint's metadata (not its tensors); check its kind when `kind` is given."""
+    path = Path(path)
+    metadata = _read_header(path).get("__metadata__") or {}
+    if metadata.get("format") != FORMAT:
+        raise UserError(f"{path}: a safetensors file without viscoin metadata (not written by viscoin)")
+    found = metadata.get("kind", "?")
+    if kind is not None and found != kind:
+        raise UserError(f"{path}: is a {found} checkpoint, expected a {kind} checkpoint")
+    try:
+        step = int(metadata.get("step", "0"))
+    except ValueError:
+        raise UserError(f"{path}: corrupt checkpoint metadata (step)") from None
+    return CheckpointMeta(
+        path=path,
+        kind=found,
+        config=_json_field(path, metadata, "config", {}),
+        dataset=_json_field(path, metadata, "dataset", None),
+        step=step,
+        version=metadata.get("version", ""),
+        parents=_json_field(path, metadata, "parents", {}),
+        extra=_json_field(path, metadata, "extra", {}),
+        created=metadata.get("created", ""),
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike, kind: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    """Load tensors and metadata; `kind` makes a checkpoint of another kind a one-line error."""
+    meta = read_meta(path, kind)
+    try:
+        tensors = load_file(str(meta.path), device=str(device))
+    except Exception as err:  # header was valid, so this is damage inside the data
+        raise UserError(f"{meta.path}: corrupt checkpoint ({err})") from None
+    return tensors, meta
+
+
+def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], meta: CheckpointMeta) -> None:
+    """Copy a checkpoint's tensors into `module`, reporting any mismatch in one line."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = [k for k in own if k in tensors and tuple(own[k].shape) != tuple(tensors[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if names:
+                parts.append(f"{len(names)} {label} (e.g. {names[0]})")
+        raise UserError(f"{meta.path}: weights do not match the {meta.kind} config: {', '.join(parts)}")
+    module.load_state_dict(tensors, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Write via a temporary file in the same folder and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors; tensors sharing memory are cloned (safetensors forbids sharing)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if tensor.numel() and key in seen:
+            tensor = tensor.clone()
+        seen.add(key)
+        out[name] = tensor
+    return out
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    kind: str,
+    config: Mapping[str, Any],
+    dataset: Mapping[str, Any] | None = None,
+    step: int = 0,
+    parents: Mapping[str, Mapping[str, str]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `tensors` (usually a state_dict) with self-describing metadata, atomically."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}")
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "config": json.dumps(dict(config), sort_keys=True),
+        "dataset": json.dumps(dict(dataset) if dataset is not None else None, sort_keys=True),
+        "step": str(int(step)),
+        "version": __version__,
+        "parents": json.dumps({k: dict(v) for k, v in (parents or {}).items()}, sort_keys=True),
+        "extra": json.dumps(dict(extra or {}), sort_keys=True),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    cpu = _cpu_tensors(tensors)
+    return _atomic_write(Path(path), lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
+
+
+def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """An atomic byte-for-byte copy (e.g. best.safetensors from latest.safetensors)."""
+    return _atomic_write(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Nested training state (optimizer, EMA, counters) in the same format
+
+
+def _flatten(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Move tensors out of a nested structure into `tensors`; return a JSON skeleton pointing at them."""
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value
+        return {"__tensor__": key}
+    if isinstance(value, Mapping):  # list of pairs keeps non-string keys (optimizer state uses ints)
+        return {"__dict__": [[k, _flatten(v, f"{key}.{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        items = [_flatten(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
+        return {"__tuple__": items} if isinstance(value, tuple) else items
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} at {key!r} in a state file")
+
+
+def _unflatten(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__dict__" in skeleton:
+            return {k: _unflatten(v, tensors) for k, v in skeleton["__dict__"]}
+        if "__tuple__" in skeleton:
+            return tuple(_unflatten(v, tensors) for v in skeleton["__tuple__"])
+    if isinstance(skeleton, list):
+        return [_unflatten(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def save_state(path: str | os.PathLike, state: Mapping[str, Any], *, step: int) -> Path:
+    """Write nested training state (what `--resume` needs) as a `state` checkpoint."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(dict(state), "state", tensors)
+    return save_checkpoint(path, tensors, kind="state", config={}, step=step, extra={"state": skeleton})
+
+
+def load_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read back what `save_state` wrote."""
+    tensors, meta = load_checkpoint(path, kind="state", device=device)
+    if "state" not in meta.extra:
+        raise UserError(f"{meta.path}: corrupt state file (no state entry)")
+    return _unflatten(meta.extra["state"], tensors)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Provenance
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parent_record(path: str | os.PathLike) -> dict[str, str]:
+    """How a checkpoint records one it was derived from: its content hash and where it was."""
+    path = Path(path)
+    return {"sha256": sha256_file(path), "path": str(path.resolve())}

@@ -1,0 +1,181 @@
+"""The classifier f: a torchvision ResNet taking [-1, 1] images, with the feature taps VisCoIN reads.
+
+Parameter names are torchvision's own, so ImageNet weights load as they are. Two knobs make small
+variants for small images: `width` (channels of layer1; 64 in the standard nets) and `stem`
+("imagenet": 7x7 stride-2 conv + max-pool; "small": one 3x3 stride-1 conv, for 32 px inputs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from viscoin_cli.errors import UserError
+from viscoin_cli.io.checkpoint import CheckpointMeta, load_checkpoint, load_into
+
+ARCHS: dict[str, tuple[type[nn.Module], list[int]]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+STEMS = ("imagenet", "small")
+# torchvision's official ImageNet files, as torch.hub caches them (first = preferred).
+IMAGENET_FILES = {
+    "resnet18": ("resnet18-f37072fd.pth",),
+    "resnet34": ("resnet34-b627a593.pth",),
+    "resnet50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
+}
+TAPS = ("layer2", "layer3", "layer4_penultimate")
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Classifier(ResNet):
+    """ResNet on [-1, 1] input; `forward_taps` returns the named hidden layers and the logits together."""
+
+    def __init__(self, arch: str = "resnet50", num_classes: int = 1000, width: int = 64, stem: str = "imagenet"):
+        if arch not in ARCHS:
+            raise UserError(f"unknown classifier architecture {arch!r}: expected one of {', '.join(ARCHS)}")
+        if stem not in STEMS:
+            raise UserError(f"unknown stem {stem!r}: expected one of {', '.join(STEMS)}")
+        if width < 1 or num_classes < 2:
+            raise UserError(f"classifier needs width >= 1 and at least 2 classes (got {width}, {num_classes})")
+        block, layers = ARCHS[arch]
+        super().__init__(block, layers, num_classes=num_classes)
+        self.arch, self.width, self.stem, self.num_classes = arch, width, stem, num_classes
+        if width != 64 or stem != "imagenet":
+            self._rebuild(block, layers)
+        # ImageNet normalisation lives inside the model: callers always pass [-1, 1] images.
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _rebuild(self, block: type[nn.Module], layers: list[int]) -> None:
+        """Replace torchvision's fixed-width body by one of `self.width` channels (same names)."""
+        w = self.width
+        self.inplanes = w
+        if self.stem == "small":
+            self.conv1 = nn.Conv2d(3, w, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, w, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.layer1 = self._make_layer(block, w, layers[0])
+        self.layer2 = self._make_layer(block, w * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, w * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, w * 8, layers[3], stride=2)
+        self.fc = nn.Linear(w * 8 * block.expansion, self.num_classes)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"arch": self.arch, "num_classes": self.num_classes, "width": self.width, "stem": self.stem}
+
+    def tap_channels(self) -> dict[str, int]:
+        expansion = ARCHS[self.arch][0].expansion
+        w = self.width * expansion
+        return {"layer2": 2 * w, "layer3": 4 * w, "layer4_penultimate": 8 * w}
+
+    def tap_strides(self) -> dict[str, int]:
+        """Input pixels per feature-map pixel for each tap (the maps' size is resolution // stride)."""
+        stem = 4 if self.stem == "imagenet" else 1
+        return {"layer2": 2 * stem, "layer3": 4 * stem, "layer4_penultimate": 8 * stem}
+
+    def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: [N, 3, H, W] in [-1, 1] -> {"layer2", "layer3", "layer4_penultimate", "logits"}."""
+        x = ((x + 1) * 0.5 - self.mean) / self.std
+        h = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        h = self.layer1(h)
+        layer2 = self.layer2(h)
+        layer3 = self.layer3(layer2)
+        penultimate = self.layer4[:-1](layer3)
+        h = self.layer4[-1](penultimate)
+        logits = self.fc(torch.flatten(self.avgpool(h), 1))
+        return {"layer2": layer2, "layer3": layer3, "layer4_penultimate": penultimate, "logits": logits}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_taps(x)["logits"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Initial weights
+
+
+def hub_checkpoint_dir() -> Path:
+    """Where torch.hub caches downloaded weights ($TORCH_HOME/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def find_imagenet_weights(arch: str) -> Path:
+    """The ImageNet weights file for `arch` in the torch hub cache, or a one-line error saying what to put where."""
+    folder = hub_checkpoint_dir()
+    for name in IMAGENET_FILES[arch]:
+        if (folder / name).is_file():
+            return folder / name
+    wanted = IMAGENET_FILES[arch][0]
+    raise UserError(
+        f"ImageNet weights for {arch} not found: put torchvision's {wanted} into {folder}/ "
+        f"(or pass --weights PATH, or --weights none to train from scratch)"
+    )
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A plain state dict from a torchvision .pth (read with weights_only) or a .safetensors file."""
+    if not path.is_file():
+        raise UserError(f"--weights {path}: no such file")
+    if path.suffix == ".safetensors":
+        return load_checkpoint(path, kind="classifier")[0]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"--weights {path}: not a readable PyTorch weights file ({type(err).__name__})") from None
+    for key in ("state_dict", "model"):  # common wrappers around a state dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"--weights {path}: does not contain a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_initial_weights(model: Classifier, weights: str | os.PathLike) -> str:
+    """Initialise `model` from "none", "imagenet" (hub cache) or a file; returns what was used, for the log.
+
+    The final layer is kept only when its shape fits (ImageNet's 1000-way fc never does).
+    """
+    if str(weights) == "none":
+        return "none (random init)"
+    if model.width != 64 or model.stem != "imagenet":
+        raise UserError(f"--weights {weights}: pretrained weights need the standard {model.arch} (width 64)")
+    path = find_imagenet_weights(model.arch) if str(weights) == "imagenet" else Path(weights)
+    state = _read_state_dict(path)
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not (k.startswith("fc.") and own[k].shape != v.shape)}
+    missing = [k for k in own if k not in state and not k.startswith("fc.")]
+    wrong = [k for k in state if k not in own or own[k].shape != state[k].shape]
+    if missing or wrong:
+        example = (missing or wrong)[0]
+        raise UserError(
+            f"--weights {path}: not {model.arch} weights ({len(missing) + len(wrong)} mismatches, e.g. {example})"
+        )
+    model.load_state_dict(state, strict=False)
+    return str(path)
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Classifier, CheckpointMeta]:
+    """Rebuild a trained classifier from its checkpoint alone, in eval mode."""
+    tensors, meta = load_checkpoint(path, kind="classifier")
+    try:
+        model = Classifier(**meta.config)
+    except TypeError as err:
+        raise UserError(f"{meta.path}: classifier config not understood ({err})") from None
+    load_into(model, tensors, meta)
+    return model.to(device).eval(), meta
