@@ -1,0 +1,1 @@
+"""File formats: our checkpoints, NVIDIA pickle import, image grids."""

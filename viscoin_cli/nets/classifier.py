@@ -91,7 +91,7 @@ class Classifier(ResNet):
         return {"layer2": 2 * stem, "layer3": 4 * stem, "layer4_penultimate": 8 * stem}
 
     def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x: [N, 3, H, W] in [-1, 1] -> {"layer2", "layer3", "layer4_penultimate", "logits"}."""
+        """x: [N, 3, H, W] in [-1, 1] -> {"layer2", "layer3", "layer4_penultimate", "pooled", "logits"}."""
         x = ((x + 1) * 0.5 - self.mean) / self.std
         h = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         h = self.layer1(h)
@@ -99,8 +99,14 @@ class Classifier(ResNet):
         layer3 = self.layer3(layer2)
         penultimate = self.layer4[:-1](layer3)
         h = self.layer4[-1](penultimate)
-        logits = self.fc(torch.flatten(self.avgpool(h), 1))
-        return {"layer2": layer2, "layer3": layer3, "layer4_penultimate": penultimate, "logits": logits}
+        pooled = torch.flatten(self.avgpool(h), 1)
+        return {
+            "layer2": layer2,
+            "layer3": layer3,
+            "layer4_penultimate": penultimate,
+            "pooled": pooled,
+            "logits": self.fc(pooled),
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_taps(x)["logits"]

@@ -1,0 +1,1 @@
+"""Metrics: FID, and (later) the paper's accuracy, reconstruction, faithfulness and consistency."""
