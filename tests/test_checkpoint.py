@@ -115,7 +115,7 @@ def test_load_into_reports_mismatch(ckpt):
     tensors, meta = load_checkpoint(ckpt)
     module = torch.nn.Linear(3, 3)  # weight 3x3 != 2x3
     with pytest.raises(UserError, match="do not match"):
-        load_into(module, tensors, meta)
+        load_into(module, tensors, meta.path)
 
 
 def test_state_round_trip_with_nested_values(tmp_path):

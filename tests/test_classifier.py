@@ -77,7 +77,7 @@ def test_imagenet_weights_from_hub_cache_keep_a_fresh_head(hub):
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
-    with pytest.raises(UserError, match="not resnet34 weights"):
+    with pytest.raises(UserError, match="not weights for this resnet34"):
         load_initial_weights(Classifier("resnet34", num_classes=10), tmp_path / "r18.pth")
 
 
@@ -89,6 +89,14 @@ def test_missing_weights_path(tmp_path):
 def test_pretrained_weights_need_the_standard_width():
     with pytest.raises(UserError, match="standard resnet18"):
         load_initial_weights(Classifier("resnet18", num_classes=10, width=16), "imagenet")
+
+
+def test_own_checkpoint_as_initial_weights(tmp_path):
+    source = Classifier("resnet18", num_classes=10, width=8, stem="small")
+    path = save_checkpoint(tmp_path / "f.safetensors", source.state_dict(), kind="classifier", config=source.config)
+    model = Classifier("resnet18", num_classes=10, width=8, stem="small")
+    load_initial_weights(model, path)
+    assert torch.equal(model.fc.weight, source.fc.weight)
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -147,8 +147,8 @@ def load_checkpoint(
     return tensors, meta
 
 
-def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], meta: CheckpointMeta) -> None:
-    """Copy a checkpoint's tensors into `module`, reporting any mismatch in one line."""
+def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: object) -> None:
+    """Copy `tensors` into `module` strictly, reporting any mismatch in one line that names `source`."""
     own = module.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -158,7 +158,7 @@ def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], meta
         for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
             if names:
                 parts.append(f"{len(names)} {label} (e.g. {names[0]})")
-        raise UserError(f"{meta.path}: weights do not match the {meta.kind} config: {', '.join(parts)}")
+        raise UserError(f"{source}: weights do not match the network's configuration: {', '.join(parts)}")
     module.load_state_dict(tensors, strict=True)
 
 

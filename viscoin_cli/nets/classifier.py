@@ -159,9 +159,12 @@ def load_initial_weights(model: Classifier, weights: str | os.PathLike) -> str:
     """
     if str(weights) == "none":
         return "none (random init)"
-    if model.width != 64 or model.stem != "imagenet":
-        raise UserError(f"--weights {weights}: pretrained weights need the standard {model.arch} (width 64)")
-    path = find_imagenet_weights(model.arch) if str(weights) == "imagenet" else Path(weights)
+    if str(weights) == "imagenet":
+        if model.width != 64 or model.stem != "imagenet":
+            raise UserError(f"--weights imagenet needs the standard {model.arch} (width 64, imagenet stem)")
+        path = find_imagenet_weights(model.arch)
+    else:
+        path = Path(weights)
     state = _read_state_dict(path)
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not (k.startswith("fc.") and own[k].shape != v.shape)}
@@ -170,7 +173,8 @@ def load_initial_weights(model: Classifier, weights: str | os.PathLike) -> str:
     if missing or wrong:
         example = (missing or wrong)[0]
         raise UserError(
-            f"--weights {path}: not {model.arch} weights ({len(missing) + len(wrong)} mismatches, e.g. {example})"
+            f"--weights {path}: not weights for this {model.arch} "
+            f"({len(missing) + len(wrong)} mismatches, e.g. {example})"
         )
     model.load_state_dict(state, strict=False)
     return str(path)
@@ -183,5 +187,5 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
         model = Classifier(**meta.config)
     except TypeError as err:
         raise UserError(f"{meta.path}: classifier config not understood ({err})") from None
-    load_into(model, tensors, meta)
+    load_into(model, tensors, meta.path)
     return model.to(device).eval(), meta

@@ -1,0 +1,329 @@
+"""Datasets: each real layout loads from a tiny fake tree; shapes, ranges, labels, splits, bad images."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+
+from viscoin_cli.data import load_dataset
+from viscoin_cli.errors import UserError
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+
+
+def write_image(path: Path, colour=(128, 128, 128), size=(24, 20), noise: bool = True) -> Path:
+    """A small RGB image: a solid colour with a gradient so flips and crops change it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros((size[1], size[0], 3), np.uint8) + np.array(colour, np.uint8)
+    if noise:
+        pixels[:, : size[0] // 2] //= 2  # left half darker: a horizontal flip is visible
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def assert_images(dataset, resolution: int) -> None:
+    image, label = dataset[0]
+    assert image.shape == (3, resolution, resolution) and image.dtype == torch.float32
+    assert image.min() >= -1 and image.max() <= 1
+    assert isinstance(label, int) and 0 <= label < dataset.num_classes
+
+
+# --- digits --------------------------------------------------------------------------------------------
+
+
+def test_digits_splits_are_fixed_and_stratified():
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    assert (len(train), len(test)) == (1437, 360)
+    assert train.class_names == [str(i) for i in range(10)]
+    counts = np.bincount(test.labels, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 per class
+    assert load_dataset("digits", "test").labels == test.labels
+
+
+def test_digits_images_at_a_requested_resolution():
+    dataset = load_dataset("digits", "train", resolution=48)
+    assert_images(dataset, 48)
+    image, _ = dataset[0]
+    assert torch.equal(image[0], image[1]) and image.min() == -1  # grey replicated, black background
+
+
+def test_digits_augmentation_translates_without_flipping():
+    torch.manual_seed(0)
+    plain, augmented = load_dataset("digits", "train"), load_dataset("digits", "train", augment=True)
+    draws = [augmented[5][0] for _ in range(8)]
+    assert any(not torch.equal(d, plain[5][0]) for d in draws)
+    assert all(d.shape == (3, 32, 32) for d in draws)
+    padded = torch.nn.functional.pad(plain[5][0], (4,) * 4, value=-1.0)  # 32 px: shifts of up to 4 px
+    crops = [padded[:, y : y + 32, x : x + 32] for y in range(9) for x in range(9)]
+    assert all(any(torch.equal(d, crop) for crop in crops) for d in draws)  # each draw is a pure translation
+
+
+def test_digits_facts():
+    assert load_dataset("digits", "test").facts() == {
+        "name": "digits",
+        "class_names": [str(i) for i in range(10)],
+        "num_classes": 10,
+        "resolution": 32,
+        "channels": 3,
+    }
+
+
+# --- cub -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cub_root(tmp_path):
+    root = tmp_path / "CUB_200_2011"
+    classes = ["001.Black_footed_Albatross", "002.Laysan_Albatross"]
+    rows, labels, split, boxes = [], [], [], []
+    for image_id in range(1, 7):
+        label = (image_id - 1) % 2
+        rel = f"{classes[label]}/img_{image_id}.jpg"
+        write_image(root / "images" / rel, COLOURS[label])
+        rows.append(f"{image_id} {rel}")
+        labels.append(f"{image_id} {label + 1}")
+        split.append(f"{image_id} {1 if image_id <= 4 else 0}")
+        boxes.append(f"{image_id} 2.0 3.0 10.0 8.0")
+    (root / "images.txt").write_text("\n".join(rows) + "\n")
+    (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
+    (root / "classes.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    (root / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
+    return root
+
+
+def test_cub_layout(cub_root):
+    train, test = load_dataset("cub", "train", root=cub_root, resolution=16), load_dataset("cub", "test", root=cub_root)
+    assert (len(train), len(test)) == (4, 2)
+    assert train.class_names == ["Black footed Albatross", "Laysan Albatross"]
+    assert train.labels == [0, 1, 0, 1]
+    assert_images(train, 16)
+    red, _ = train[0]
+    assert red[0].mean() > red[2].mean()  # class 0 images are red
+
+
+def test_cub_accepts_the_parent_folder(cub_root):
+    assert len(load_dataset("cub", "train", root=cub_root.parent, resolution=16)) == 4
+
+
+def test_cub_bbox_crop_changes_the_image(cub_root):
+    full = load_dataset("cub", "train", root=cub_root, resolution=16)[0][0]
+    cropped = load_dataset("cub", "train", root=cub_root, resolution=16, bbox_crop=True)[0][0]
+    assert not torch.allclose(full, cropped)
+
+
+def test_cub_missing_layout_file(cub_root):
+    (cub_root / "classes.txt").unlink()
+    with pytest.raises(UserError, match="classes.txt is missing"):
+        load_dataset("cub", "train", root=cub_root)
+
+
+def test_training_augmentation_varies(cub_root):
+    dataset = load_dataset("cub", "train", root=cub_root, resolution=16, augment=True)
+    torch.manual_seed(0)
+    draws = [dataset[0][0] for _ in range(10)]
+    assert all(d.shape == (3, 16, 16) for d in draws)
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+
+
+# --- cars ----------------------------------------------------------------------------------------------
+
+
+def _annotations(entries):
+    dtype = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
+    records = np.zeros((1, len(entries)), dtype=dtype)
+    for i, entry in enumerate(entries):
+        records[0, i] = entry
+    return {"annotations": records}
+
+
+@pytest.fixture
+def cars_root(tmp_path):
+    root = tmp_path / "cars"
+    train, test = [], []
+    for i in range(4):
+        name = f"{i + 1:05d}.png"  # lossless: the box edges stay sharp
+        image = np.zeros((20, 24, 3), np.uint8)
+        image[5:15, 6:18] = COLOURS[i % 2]  # the box region has the class colour, the rest is black
+        (root / "cars_train").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "cars_train" / name)
+        train.append((7, 6, 18, 15, i % 2 + 1, name))
+    for i in range(2):
+        name = f"{i + 1:05d}.jpg"
+        write_image(root / "cars_test" / name, COLOURS[i])
+        test.append((1, 1, 24, 20, i + 1, name))
+    (root / "devkit").mkdir()
+    scipy.io.savemat(
+        root / "devkit" / "cars_meta.mat", {"class_names": np.array([["AM General Hummer", "Audi R8"]], dtype=object)}
+    )
+    scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", _annotations(train))
+    scipy.io.savemat(root / "cars_test_annos_withlabels.mat", _annotations(test))
+    return root
+
+
+def test_cars_layout(cars_root):
+    train, test = (
+        load_dataset("cars", "train", root=cars_root, resolution=16),
+        load_dataset("cars", "test", root=cars_root),
+    )
+    assert (len(train), len(test)) == (4, 2)
+    assert train.class_names == ["AM General Hummer", "Audi R8"]
+    assert train.labels == [0, 1, 0, 1] and test.labels == [0, 1]
+    assert_images(train, 16)
+
+
+def test_cars_bbox_crop_keeps_only_the_box(cars_root):
+    full = load_dataset("cars", "train", root=cars_root, resolution=16)[0][0]
+    cropped = load_dataset("cars", "train", root=cars_root, resolution=16, bbox_crop=True)[0][0]
+    assert full.min() == -1  # black border around the car
+    assert cropped[0].min() > 0.5  # only the red box is left
+
+
+def test_cars_missing_devkit(cars_root):
+    (cars_root / "devkit" / "cars_meta.mat").unlink()
+    with pytest.raises(UserError, match="cars_meta.mat is missing"):
+        load_dataset("cars", "train", root=cars_root)
+
+
+# --- celebahq ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def celeba_root(tmp_path):
+    root = tmp_path / "CelebAMask-HQ"
+    names = ["5_o_Clock_Shadow", "Arched_Eyebrows", "Young", "Smiling"]
+    rows = []
+    for i in range(10):
+        write_image(root / "CelebA-HQ-img" / f"{i}.jpg", COLOURS[i % 2])
+        young = 1 if i % 2 else -1
+        rows.append(f"{i}.jpg 1 -1 {young} 1")
+    (root / "CelebAMask-HQ-attribute-anno.txt").write_text(f"10\n{' '.join(names)}\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def test_celebahq_young_old_without_mapping(celeba_root):
+    train, test = (
+        load_dataset("celebahq", "train", root=celeba_root, resolution=16),
+        load_dataset("celebahq", "test", root=celeba_root, resolution=16),
+    )
+    assert train.class_names == ["old", "young"]
+    assert (len(train), len(test)) == (8, 2)
+    assert sorted(test.labels) == [0, 1]  # stratified
+    assert_images(train, 16)
+    files = [Path(p).name for p in train.files]
+    assert all(label == int(name.split(".")[0]) % 2 for name, label in zip(files, train.labels, strict=True))
+
+
+def test_celebahq_split_from_celeba_mapping(celeba_root):
+    rows = [f"{i} {100 + i if i < 7 else 190000 + i} {i:06d}.jpg" for i in range(10)]
+    (celeba_root / "CelebA-HQ-to-CelebA-mapping.txt").write_text("idx orig_idx orig_file\n" + "\n".join(rows) + "\n")
+    test = load_dataset("celebahq", "test", root=celeba_root, resolution=16)
+    assert sorted(Path(p).name for p in test.files) == ["7.jpg", "8.jpg", "9.jpg"]
+    assert len(load_dataset("celebahq", "train", root=celeba_root, resolution=16)) == 7
+
+
+# --- folder --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folder_root(tmp_path):
+    root = tmp_path / "folder"
+    for split, count in (("train", 3), ("test", 1)):
+        for c, name in enumerate(("cat", "dog")):
+            for i in range(count):
+                suffix = ".png" if i % 2 else ".jpg"
+                write_image(root / split / name / f"{i}{suffix}", COLOURS[c])
+    (root / "train" / "cat" / ".hidden.jpg").write_bytes(b"junk")
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_folder_layout(folder_root):
+    train, test = (
+        load_dataset("folder", "train", root=folder_root, resolution=16),
+        load_dataset("folder", "test", root=folder_root, resolution=16),
+    )
+    assert train.class_names == ["cat", "dog"] and (len(train), len(test)) == (6, 2)
+    assert train.labels == [0, 0, 0, 1, 1, 1]
+    assert_images(test, 16)
+
+
+def test_folder_rejects_a_test_class_missing_from_train(folder_root):
+    write_image(folder_root / "test" / "bird" / "0.jpg")
+    with pytest.raises(UserError, match="'bird' has no training images"):
+        load_dataset("folder", "test", root=folder_root)
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+
+def test_corrupt_image_is_reported_in_one_line(folder_root):
+    (folder_root / "train" / "dog" / "broken.jpg").write_bytes(b"\x00not an image at all" * 10)
+    with pytest.raises(UserError) as err:
+        load_dataset("folder", "train", root=folder_root)
+    message = str(err.value)
+    assert "1 unreadable images" in message and "broken.jpg" in message and "--skip-bad-images" in message
+    assert "\n" not in message
+
+
+def test_skip_bad_images_counts_them(folder_root):
+    (folder_root / "train" / "dog" / "broken.jpg").write_bytes(b"garbage")
+    dataset = load_dataset("folder", "train", root=folder_root, skip_bad_images=True)
+    assert dataset.skipped == 1 and len(dataset) == 6
+
+
+def test_truncated_image_is_caught_when_loaded(folder_root):
+    good = folder_root / "train" / "dog" / "0.jpg"
+    cut = folder_root / "train" / "dog" / "cut.jpg"
+    noise = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(noise).save(cut)
+    cut.write_bytes(cut.read_bytes()[:-300])  # the header parses, the end of the pixel data is gone
+    dataset = load_dataset("folder", "train", root=folder_root, resolution=16)
+    index = [Path(p).name for p in dataset.files].index("cut.jpg")
+    with pytest.raises(UserError, match="cut.jpg: cannot decode image"):
+        dataset[index]
+    assert good.exists()
+    skipping = load_dataset("folder", "train", root=folder_root, resolution=16, skip_bad_images=True)
+    assert skipping[index][0].shape == (3, 16, 16)  # served the next readable image instead
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("cub", {}, "--data-root is required"),
+        ("cub", {"root": "/nonexistent/cub"}, "does not exist"),
+        ("imagenet", {}, "unknown dataset"),
+        ("digits", {"resolution": 4}, "--resolution"),
+        ("folder", {"root": "."}, "train is missing"),
+    ],
+)
+def test_bad_arguments(name, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        load_dataset(name, "train", **kwargs)
+
+
+def test_empty_split(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / split / "a").mkdir(parents=True)
+    with pytest.raises(UserError, match="is empty"):
+        load_dataset("folder", "train", root=tmp_path)
+
+
+def test_dataset_works_in_worker_processes(folder_root):
+    dataset = load_dataset("folder", "train", root=folder_root, resolution=16, augment=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2)
+    images, labels = next(iter(loader))
+    assert images.shape == (3, 3, 16, 16) and labels.tolist() == [0, 0, 0]
+
+
+def test_importing_the_registry_does_not_import_torch():
+    code = "import sys, viscoin_cli.data as d; print(d.DATASET_NAMES, 'torch' in sys.modules, 'PIL' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False False")

@@ -1,0 +1,142 @@
+"""Options shared by several commands, declared once so names, defaults and help stay consistent."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from viscoin_cli.data import DATASET_NAMES
+from viscoin_cli.errors import UserError
+
+RUNTIME = "Runtime"
+DATA = "Data"
+RUN = "Run folder"
+
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto (cuda when available, else cpu), cpu, cuda or cuda:N.",
+        rich_help_panel=RUNTIME,
+    ),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for every random generator.", rich_help_panel=RUNTIME)]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="fp32, or bf16 / fp16 mixed precision (autocast) on GPU.",
+        rich_help_panel=RUNTIME,
+    ),
+]
+Workers = Annotated[
+    int, typer.Option("--workers", min=0, help="Data-loading worker processes.", rich_help_panel=RUNTIME)
+]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only errors and the final result.", rich_help_panel=RUNTIME)
+]
+Json = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON document on stdout (logs go to stderr).", rich_help_panel=RUNTIME),
+]
+
+Dataset = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        help=f"One of {', '.join(DATASET_NAMES)}. digits is built in and needs no download.",
+        rich_help_panel=DATA,
+    ),
+]
+DataRoot = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root",
+        help="Dataset folder (all datasets but digits), in the dataset's official layout.",
+        rich_help_panel=DATA,
+    ),
+]
+Resolution = Annotated[
+    int | None,
+    typer.Option("--resolution", help="Image size in pixels [default: 32 for digits, else 256].", rich_help_panel=DATA),
+]
+SkipBadImages = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad-images",
+        help="Skip unreadable images (counted) instead of stopping.",
+        rich_help_panel=DATA,
+    ),
+]
+BboxCrop = Annotated[
+    bool,
+    typer.Option("--bbox-crop", help="Crop to the annotated bounding boxes (cub, cars).", rich_help_panel=DATA),
+]
+
+Out = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Run folder to create [default: a new folder under checkpoints/runs/].",
+        rich_help_panel=RUN,
+    ),
+]
+Resume = Annotated[
+    Path | None,
+    typer.Option("--resume", help="Continue the run in this folder from its last checkpoint.", rich_help_panel=RUN),
+]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Overwrite the run artefacts in a non-empty --out.", rich_help_panel=RUN),
+]
+
+
+def explicit_options(ctx: typer.Context) -> dict[str, Any]:
+    """The options the user typed, with their values (defaults left out)."""
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return {
+        name: ctx.params[name] for name, source in sources.items() if source is not None and source.name != "DEFAULT"
+    }
+
+
+RUNTIME_OPTIONS = frozenset({"device", "precision", "workers", "quiet", "json_out", "out", "resume", "force"})
+
+
+def resumed_options(
+    resume: Path, given: dict[str, Any], resumable: set[str], names: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The options of the run in `resume`, updated with the typed options that may change on resume.
+
+    A typed option that is not resumable must equal the saved value (`names` maps CLI names to the keys
+    of options.json where they differ); otherwise it is a one-line error rather than a silently mixed run.
+    """
+    options_file = Path(resume) / "options.json"
+    if not options_file.is_file():
+        raise UserError(f"--resume {resume}: no run to resume (options.json missing)")
+    try:
+        saved = json.loads(options_file.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{options_file}: not valid JSON") from None
+    names = names or {}
+    merged = dict(saved)
+    for name, value in given.items():
+        key = names.get(name, name)
+        value = str(value) if isinstance(value, Path) else value
+        if name in RUNTIME_OPTIONS:
+            continue
+        if name in resumable:
+            merged[key] = value
+        elif saved.get(key) != value:
+            raise UserError(f"--{name.replace('_', '-')} cannot change when resuming (the run used {saved.get(key)!r})")
+    return merged
+
+
+def default_workers(dataset: str, workers: int | None) -> int:
+    """Data-loading processes: none for the in-memory digits, else up to 8."""
+    if workers is not None:
+        return workers
+    return 0 if dataset == "digits" else min(8, os.cpu_count() or 1)

@@ -1,0 +1,74 @@
+"""Datasets behind one registry: [-1, 1] images at a requested resolution, integer labels, class names.
+
+This module stays free of torch/PIL imports (the CLI reads the names to build `--help`); `load_dataset`
+imports the layout modules when called.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from viscoin_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from viscoin_cli.data.images import ImageDataset
+
+DATASET_NAMES: tuple[str, ...] = ("digits", "cub", "cars", "celebahq", "folder")
+DEFAULT_RESOLUTION: dict[str, int] = {"digits": 32, "cub": 256, "cars": 256, "celebahq": 256, "folder": 256}
+SPLITS = ("train", "test")
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    *,
+    root: str | os.PathLike | None = None,
+    resolution: int | None = None,
+    augment: bool = False,
+    skip_bad_images: bool = False,
+    bbox_crop: bool = False,
+) -> ImageDataset:
+    """One split of a dataset, as [3, R, R] float images in [-1, 1] and int labels.
+
+    `augment` adds the training augmentation (random crop + horizontal flip; digits: random translation).
+    Unreadable images are a one-line error listing them, or skipped (and counted) with `skip_bad_images`.
+    """
+    if name not in DATASET_NAMES:
+        raise UserError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}: expected train or test")
+    resolution = DEFAULT_RESOLUTION[name] if resolution is None else resolution
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 8:
+        raise UserError(f"--resolution {resolution!r}: expected an integer of at least 8")
+    if name == "digits":
+        from viscoin_cli.data.digits import DigitsDataset
+
+        return DigitsDataset(split, resolution, augment)
+
+    from pathlib import Path
+
+    from viscoin_cli.data import cars, celebahq, cub, folder
+    from viscoin_cli.data.images import ImageFileDataset
+
+    if root is None:
+        raise UserError(f"--data-root is required for dataset {name!r}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"dataset root {root} does not exist (or is not a folder)")
+    if bbox_crop and name not in ("cub", "cars"):
+        raise UserError(f"--bbox-crop applies to cub and cars, not {name}")
+    layout = {"cub": cub, "cars": cars, "celebahq": celebahq, "folder": folder}[name]
+    listing = layout.list_split(root, split, bbox_crop=bbox_crop)
+    return ImageFileDataset(
+        name=name,
+        split=split,
+        root=listing.root,
+        files=listing.files,
+        labels=listing.labels,
+        class_names=listing.class_names,
+        boxes=listing.boxes,
+        resolution=resolution,
+        augment=augment,
+        skip_bad_images=skip_bad_images,
+    )
