@@ -18,7 +18,7 @@ from rich.progress import Progress as RichProgress
 
 def make_console(quiet: bool = False, enabled: bool = True) -> Console:
     """The stderr console every command logs to."""
-    return Console(stderr=True, quiet=quiet or not enabled, highlight=False)
+    return Console(stderr=True, quiet=quiet or not enabled, highlight=False, soft_wrap=True)
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
