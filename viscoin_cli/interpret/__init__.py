@@ -1,0 +1,1 @@
+"""Interpretation: concept relevance, visualisation, the HTML report."""
