@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def write_image(path: Path, colour=(128, 128, 128), size=(24, 20), noise: bool =
 
 def assert_images(dataset, resolution: int) -> None:
     image, label = dataset[0]
+    assert type(image) is torch.Tensor  # a plain tensor, not a torchvision tv_tensor
     assert image.shape == (3, resolution, resolution) and image.dtype == torch.float32
     assert image.min() >= -1 and image.max() <= 1
     assert isinstance(label, int) and 0 <= label < dataset.num_classes
@@ -63,6 +65,16 @@ def test_digits_augmentation_translates_without_flipping():
     padded = torch.nn.functional.pad(plain[5][0], (4,) * 4, value=-1.0)  # 32 px: shifts of up to 4 px
     crops = [padded[:, y : y + 32, x : x + 32] for y in range(9) for x in range(9)]
     assert all(any(torch.equal(d, crop) for crop in crops) for d in draws)  # each draw is a pure translation
+
+
+def test_digits_made_per_item_at_large_resolutions_match_the_cache(monkeypatch):
+    from viscoin_cli.data import digits
+
+    cached = load_dataset("digits", "test")
+    monkeypatch.setattr(digits, "CACHE_BYTES", 0)
+    uncached = load_dataset("digits", "test")
+    assert cached.large is not None and uncached.large is None
+    assert torch.equal(cached[7][0], uncached[7][0])
 
 
 def test_digits_facts():
@@ -117,6 +129,18 @@ def test_cub_bbox_crop_changes_the_image(cub_root):
     full = load_dataset("cub", "train", root=cub_root, resolution=16)[0][0]
     cropped = load_dataset("cub", "train", root=cub_root, resolution=16, bbox_crop=True)[0][0]
     assert not torch.allclose(full, cropped)
+
+
+def test_cub_label_outside_the_classes(cub_root):
+    (cub_root / "image_class_labels.txt").write_text("".join(f"{i} {3 if i == 2 else 1}\n" for i in range(1, 7)))
+    with pytest.raises(UserError, match=r"img_2.jpg: class number 3 is beyond the 2 classes"):
+        load_dataset("cub", "train", root=cub_root)
+
+
+def test_cub_malformed_layout_file(cub_root):
+    (cub_root / "image_class_labels.txt").write_text("1 one\n")
+    with pytest.raises(UserError, match=r"image_class_labels.txt: malformed \(invalid literal"):
+        load_dataset("cub", "train", root=cub_root)
 
 
 def test_cub_missing_layout_file(cub_root):
@@ -186,6 +210,29 @@ def test_cars_bbox_crop_keeps_only_the_box(cars_root):
     assert cropped[0].min() > 0.5  # only the red box is left
 
 
+def test_cars_in_torchvision_layout(cars_root):
+    moved = cars_root.parent / "tv"
+    (moved / "stanford_cars").parent.mkdir()
+    cars_root.rename(moved / "stanford_cars")
+    assert len(load_dataset("cars", "test", root=moved, resolution=16)) == 2
+
+
+def test_cars_large_jpeg_bbox_crop_after_reduced_decoding(tmp_path):
+    """A 400×320 JPEG at R=16 is decoded at 1/8 scale; the box must still land on the same pixels."""
+    root = tmp_path / "cars"
+    image = np.zeros((320, 400, 3), np.uint8)
+    image[80:240, 100:300] = (255, 0, 0)  # 0-based rows 80..239, cols 100..299
+    (root / "cars_train").mkdir(parents=True)
+    Image.fromarray(image).save(root / "cars_train" / "big.jpg", quality=95)
+    scipy.io.savemat(root / "cars_meta.mat", {"class_names": np.array([["A", "B"]], dtype=object)})
+    scipy.io.savemat(root / "cars_train_annos.mat", _annotations([(101, 81, 300, 240, 1, "big.jpg")]))
+    full = load_dataset("cars", "train", root=root, resolution=16)[0][0]
+    cropped = load_dataset("cars", "train", root=root, resolution=16, bbox_crop=True)[0][0]
+    assert full[0].min() < -0.9  # the black border survives the centre crop
+    red = torch.tensor([1.0, -1.0, -1.0])[:, None, None]
+    assert (cropped - red).abs().max() < 0.1  # nothing but the red box
+
+
 def test_cars_missing_devkit(cars_root):
     (cars_root / "devkit" / "cars_meta.mat").unlink()
     with pytest.raises(UserError, match="cars_meta.mat is missing"):
@@ -221,6 +268,12 @@ def test_celebahq_young_old_without_mapping(celeba_root):
     assert all(label == int(name.split(".")[0]) % 2 for name, label in zip(files, train.labels, strict=True))
 
 
+def test_celebahq_missing_image_folder(celeba_root):
+    (celeba_root / "CelebA-HQ-img").rename(celeba_root / "images")
+    with pytest.raises(UserError, match="CelebA-HQ-img is missing"):
+        load_dataset("celebahq", "train", root=celeba_root)
+
+
 def test_celebahq_split_from_celeba_mapping(celeba_root):
     rows = [f"{i} {100 + i if i < 7 else 190000 + i} {i:06d}.jpg" for i in range(10)]
     (celeba_root / "CelebA-HQ-to-CelebA-mapping.txt").write_text("idx orig_idx orig_file\n" + "\n".join(rows) + "\n")
@@ -242,6 +295,7 @@ def folder_root(tmp_path):
                 write_image(root / split / name / f"{i}{suffix}", COLOURS[c])
     (root / "train" / "cat" / ".hidden.jpg").write_bytes(b"junk")
     (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    write_image(root / "train" / "cat" / ".ipynb_checkpoints" / "copy.jpg")  # hidden folder: ignored
     return root
 
 
@@ -269,7 +323,7 @@ def test_corrupt_image_is_reported_in_one_line(folder_root):
     with pytest.raises(UserError) as err:
         load_dataset("folder", "train", root=folder_root)
     message = str(err.value)
-    assert "1 unreadable images" in message and "broken.jpg" in message and "--skip-bad-images" in message
+    assert "1 unreadable image in" in message and "broken.jpg" in message and "--skip-bad-images" in message
     assert "\n" not in message
 
 
@@ -295,18 +349,21 @@ def test_truncated_image_is_caught_when_loaded(folder_root):
 
 
 @pytest.mark.parametrize(
-    ("name", "kwargs", "message"),
+    ("name", "split", "kwargs", "message"),
     [
-        ("cub", {}, "--data-root is required"),
-        ("cub", {"root": "/nonexistent/cub"}, "does not exist"),
-        ("imagenet", {}, "unknown dataset"),
-        ("digits", {"resolution": 4}, "--resolution"),
-        ("folder", {"root": "."}, "train is missing"),
+        ("cub", "train", {}, "--data-root is required for dataset 'cub'"),
+        ("cub", "train", {"root": "/nonexistent/cub"}, "does not exist"),
+        ("imagenet", "train", {}, "unknown dataset"),
+        ("digits", "val", {}, "unknown split 'val'"),
+        ("digits", "train", {"resolution": 4}, "--resolution"),
+        ("digits", "train", {"resolution": 32.0}, "--resolution"),
+        ("digits", "train", {"bbox_crop": True}, "--bbox-crop applies to cub and cars"),
+        ("folder", "train", {"root": "."}, "train is missing"),
     ],
 )
-def test_bad_arguments(name, kwargs, message):
+def test_bad_arguments(name, split, kwargs, message):
     with pytest.raises(UserError, match=message):
-        load_dataset(name, "train", **kwargs)
+        load_dataset(name, split, **kwargs)
 
 
 def test_empty_split(tmp_path):
@@ -321,6 +378,16 @@ def test_dataset_works_in_worker_processes(folder_root):
     loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2)
     images, labels = next(iter(loader))
     assert images.shape == (3, 3, 16, 16) and labels.tolist() == [0, 0, 0]
+
+
+def test_datasets_pickle(folder_root):
+    """DataLoader workers started with spawn (macOS, Windows) receive the dataset pickled."""
+    for dataset in (
+        load_dataset("folder", "train", root=folder_root, resolution=16),
+        load_dataset("digits", "test", resolution=16),
+    ):
+        copy = pickle.loads(pickle.dumps(dataset))
+        assert torch.equal(copy[1][0], dataset[1][0]) and copy.labels == dataset.labels
 
 
 def test_importing_the_registry_does_not_import_torch():

@@ -34,7 +34,13 @@ Precision = Annotated[
     ),
 ]
 Workers = Annotated[
-    int, typer.Option("--workers", min=0, help="Data-loading worker processes.", rich_help_panel=RUNTIME)
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Data-loading processes [default: 0 for digits, else up to 8].",
+        rich_help_panel=RUNTIME,
+    ),
 ]
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="Only errors and the final result.", rich_help_panel=RUNTIME)

@@ -71,14 +71,7 @@ def pretrain_classifier(
     device: o.Device = "auto",
     seed: o.Seed = 0,
     precision: o.Precision = "fp32",
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="Data-loading processes [default: 0 for digits, else up to 8].",
-            rich_help_panel=o.RUNTIME,
-        ),
-    ] = None,
+    workers: o.Workers = None,
     quiet: o.Quiet = False,
     json_out: o.Json = False,
 ) -> None:

@@ -6,6 +6,7 @@ imports the layout modules when called.
 
 from __future__ import annotations
 
+import operator
 import os
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 DATASET_NAMES: tuple[str, ...] = ("digits", "cub", "cars", "celebahq", "folder")
 DEFAULT_RESOLUTION: dict[str, int] = {"digits": 32, "cub": 256, "cars": 256, "celebahq": 256, "folder": 256}
 SPLITS = ("train", "test")
+BOX_DATASETS = ("cub", "cars")  # layouts that ship bounding boxes
 
 
 def load_dataset(
@@ -38,9 +40,9 @@ def load_dataset(
         raise UserError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}: expected train or test")
-    resolution = DEFAULT_RESOLUTION[name] if resolution is None else resolution
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 8:
-        raise UserError(f"--resolution {resolution!r}: expected an integer of at least 8")
+    resolution = _check_resolution(DEFAULT_RESOLUTION[name] if resolution is None else resolution)
+    if bbox_crop and name not in BOX_DATASETS:
+        raise UserError(f"--bbox-crop applies to {' and '.join(BOX_DATASETS)}, not {name}")
     if name == "digits":
         from viscoin_cli.data.digits import DigitsDataset
 
@@ -51,13 +53,11 @@ def load_dataset(
     from viscoin_cli.data import cars, celebahq, cub, folder
     from viscoin_cli.data.images import ImageFileDataset
 
-    if root is None:
+    if root is None or str(root) == "":
         raise UserError(f"--data-root is required for dataset {name!r}")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"dataset root {root} does not exist (or is not a folder)")
-    if bbox_crop and name not in ("cub", "cars"):
-        raise UserError(f"--bbox-crop applies to cub and cars, not {name}")
     layout = {"cub": cub, "cars": cars, "celebahq": celebahq, "folder": folder}[name]
     listing = layout.list_split(root, split, bbox_crop=bbox_crop)
     return ImageFileDataset(
@@ -72,3 +72,14 @@ def load_dataset(
         augment=augment,
         skip_bad_images=skip_bad_images,
     )
+
+
+def _check_resolution(resolution: object) -> int:
+    """An int of at least 8 (numpy integers accepted; floats and bools are not)."""
+    try:
+        value = operator.index(resolution) if not isinstance(resolution, bool) else None
+    except TypeError:
+        value = None
+    if value is None or value < 8:
+        raise UserError(f"--resolution {resolution!r}: expected an integer of at least 8")
+    return int(value)
