@@ -1,0 +1,187 @@
+"""StyleGAN2 networks against reference data produced by NVIDIA's own (non-CUDA) code on CPU.
+
+`tests/data/stylegan2/` holds only names, shapes and tensors: the state_dict layout of NVIDIA's networks for
+several configs, and weights + inputs + outputs of slightly perturbed ("trained-looking") NVIDIA networks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from viscoin_cli.errors import UserError
+from viscoin_cli.io.checkpoint import save_checkpoint
+from viscoin_cli.nets.stylegan2 import Discriminator, Generator, load_generator
+
+DATA = Path(__file__).parent / "data" / "stylegan2"
+ATOL = 1e-4  # the issue asks for 1e-3 on images; we hold ourselves to 10x tighter
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[dict[str, dict], dict[str, torch.Tensor]]:
+    with safe_open(DATA / "reference.safetensors", "pt") as f:
+        configs = json.loads(f.metadata()["configs"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    return configs, tensors
+
+
+def _group(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def _layout_cases() -> list[dict]:
+    return json.loads((DATA / "state_dict_keys.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "case", _layout_cases(), ids=lambda c: f"{c['kind']}-{json.dumps(c['kwargs'], sort_keys=True)}"
+)
+def test_state_dict_layout_matches_nvidia(case: dict) -> None:
+    net = (Generator if case["kind"] == "G" else Discriminator)(**case["kwargs"])
+    assert [[n, list(t.shape)] for n, t in net.state_dict().items()] == case["state"]
+    assert [n for n, _ in net.named_parameters()] == case["params"]
+
+
+@pytest.mark.parametrize("name", ["G_init", "D_init"])
+def test_init_matches_nvidia_for_the_same_seed(reference, name: str) -> None:
+    configs, tensors = reference
+    torch.manual_seed(1234)
+    net = (Generator if name.startswith("G") else Discriminator)(**configs[name])
+    expected = _group(tensors, f"{name}.state")
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+
+
+def _generator(reference, name: str) -> tuple[Generator, dict[str, torch.Tensor]]:
+    configs, tensors = reference
+    G = Generator(**configs[name])
+    G.load_state_dict(_group(tensors, f"{name}.state"))
+    return G.eval(), _group(tensors, f"{name}.io")
+
+
+@pytest.mark.parametrize("name", ["G32c", "G16"])
+@pytest.mark.parametrize(
+    "output, kwargs",
+    [
+        ("img_const", dict(noise_mode="const")),
+        ("img_psi0.7", dict(noise_mode="const", truncation_psi=0.7)),
+        ("img_psi0.5_cutoff2", dict(noise_mode="const", truncation_psi=0.5, truncation_cutoff=2)),
+        ("img_none", dict(noise_mode="none")),
+    ],
+)
+def test_generator_reproduces_nvidia_images(reference, name: str, output: str, kwargs: dict) -> None:
+    G, io = _generator(reference, name)
+    with torch.no_grad():
+        img = G(io["z"], io.get("c"), **kwargs)
+    assert img.shape == io[output].shape
+    assert (img - io[output]).abs().max().item() <= ATOL
+
+
+@pytest.mark.parametrize("name", ["G32c", "G16"])
+def test_mapping_reproduces_nvidia_ws(reference, name: str) -> None:
+    G, io = _generator(reference, name)
+    with torch.no_grad():
+        ws = G.mapping(io["z"], io.get("c"))
+    assert ws.shape == (io["z"].shape[0], G.num_ws, G.w_dim)
+    torch.testing.assert_close(ws, io["ws"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["G32c", "G16"])
+def test_training_mode_uses_the_equivalent_unfused_conv_and_tracks_w_avg(reference, name: str) -> None:
+    G, io = _generator(reference, name)
+    G.train()
+    with torch.no_grad():
+        img = G(io["z"], io.get("c"), noise_mode="const")
+    assert (img - io["img_train_const"]).abs().max().item() <= ATOL
+    torch.testing.assert_close(G.mapping.w_avg, io["w_avg_after_train_step"], rtol=0, atol=1e-6)
+
+
+def test_fused_and_unfused_modulated_conv_agree(reference) -> None:
+    G, io = _generator(reference, "G16")
+    ws = G.mapping(io["z"], None)
+    with torch.no_grad():
+        fused = G.synthesis(ws, noise_mode="const", fused_modconv=True)
+        unfused = G.synthesis(ws, noise_mode="const", fused_modconv=False)
+    assert (fused - unfused).abs().max().item() <= 1e-5
+
+
+def test_noise_modes(reference) -> None:
+    G, io = _generator(reference, "G16")
+    ws = G.mapping(io["z"], None)
+    with torch.no_grad():
+        const = [G.synthesis(ws, noise_mode="const") for _ in range(2)]
+        random = [G.synthesis(ws, noise_mode="random") for _ in range(2)]
+    assert torch.equal(const[0], const[1])
+    assert not torch.equal(random[0], random[1])
+    assert not torch.equal(random[0], const[0])
+
+
+def test_synthesis_takes_w_plus_codes_per_layer(reference) -> None:
+    G, io = _generator(reference, "G16")
+    ws = G.mapping(io["z"], None)
+    edited = ws.clone()
+    edited[:, -1] += 1.0  # only the last W+ vector (finest torgb) changes
+    with torch.no_grad():
+        a, b = G.synthesis(ws, noise_mode="const"), G.synthesis(edited, noise_mode="const")
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["D32c", "D16"])
+def test_discriminator_and_r1_double_backward_match_nvidia(reference, name: str) -> None:
+    configs, tensors = reference
+    D = Discriminator(**configs[name])
+    D.load_state_dict(_group(tensors, f"{name}.state"))
+    io = _group(tensors, f"{name}.io")
+    x = io["img"].clone().requires_grad_(True)
+    logits = D(x, io.get("c"))
+    torch.testing.assert_close(logits.detach(), io["logits"], rtol=0, atol=1e-4)
+    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    torch.testing.assert_close(grad.detach(), io["grad_img"], rtol=1e-4, atol=1e-6)
+    grad.square().sum().backward()
+    for key, expected in _group(io, "r1_grad").items():
+        got = dict(D.named_parameters())[key].grad
+        scale = expected.abs().max().clamp_min(1e-8)
+        assert ((got - expected).abs().max() / scale).item() <= 1e-3, key
+
+
+def test_generator_gradient_reaches_ws(reference) -> None:
+    G, io = _generator(reference, "G16")
+    ws = G.mapping(io["z"], None).detach().requires_grad_(True)
+    G.synthesis(ws, noise_mode="const").square().mean().backward()
+    assert ws.grad is not None and ws.grad.abs().sum() > 0
+
+
+def test_resolution_must_be_a_power_of_two() -> None:
+    with pytest.raises((UserError, ValueError, AssertionError)):
+        Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=24, img_channels=3)
+
+
+def test_checkpoint_round_trip_rebuilds_the_same_generator(tmp_path, reference) -> None:
+    configs, _ = reference
+    G, io = _generator(reference, "G32c")
+    path = tmp_path / "g.safetensors"
+    save_checkpoint(path, G.state_dict(), kind="generator", config=configs["G32c"])
+    loaded, meta = load_generator(path)
+    assert meta.kind == "generator"
+    with torch.no_grad():
+        assert torch.equal(loaded(io["z"], io["c"], noise_mode="const"), G(io["z"], io["c"], noise_mode="const"))
+
+
+def test_load_generator_refuses_a_discriminator(tmp_path) -> None:
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=64, channel_max=16)
+    path = tmp_path / "d.safetensors"
+    save_checkpoint(path, D.state_dict(), kind="discriminator", config={})
+    with pytest.raises(UserError, match="discriminator"):
+        load_generator(path)
+
+
+def test_deepcopy_keeps_outputs(reference) -> None:
+    G, io = _generator(reference, "G16")
+    ema = copy.deepcopy(G)
+    with torch.no_grad():
+        assert torch.equal(ema(io["z"], None, noise_mode="const"), G(io["z"], None, noise_mode="const"))

@@ -1,0 +1,338 @@
+"""The low-level ops of StyleGAN2-ADA in plain PyTorch: FIR resampling, bias + activation, modulated conv.
+
+Everything here is built from standard differentiable PyTorch ops (conv2d, conv_transpose2d, pad, ...), so
+gradients of any order work (R1 needs double backward through the discriminator) and nothing is compiled.
+The numerics follow NVIDIA's stylegan2-ada-pytorch so that imported weights give the same images:
+
+- FIR filters are stored as NVIDIA stores them (`resample_filter` buffers: the outer product of the taps,
+  normalized to sum 1) and applied as a *convolution* (not a correlation), with NVIDIA's padding rules.
+- An up-sampling conv is a transposed conv (stride 2) followed by the FIR filter; a down-sampling conv is
+  the FIR filter followed by a strided conv. Both equal "zero-insert → pad → FIR → conv → subsample".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Padding = int | Sequence[int]  # p, (px, py) or (x_before, x_after, y_before, y_after)
+
+# name -> (function of (x, alpha), default alpha, default gain). The gains keep activations at unit variance.
+ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float, float]] = {
+    "linear": (lambda x, alpha: x, 0.0, 1.0),
+    "relu": (lambda x, alpha: F.relu(x), 0.0, math.sqrt(2)),
+    "lrelu": (lambda x, alpha: F.leaky_relu(x, alpha), 0.2, math.sqrt(2)),
+    "tanh": (lambda x, alpha: torch.tanh(x), 0.0, 1.0),
+    "sigmoid": (lambda x, alpha: torch.sigmoid(x), 0.0, 1.0),
+    "elu": (lambda x, alpha: F.elu(x), 0.0, 1.0),
+    "selu": (lambda x, alpha: F.selu(x), 0.0, 1.0),
+    "softplus": (lambda x, alpha: F.softplus(x), 0.0, 1.0),
+    "swish": (lambda x, alpha: torch.sigmoid(x) * x, 0.0, math.sqrt(2)),
+}
+
+
+def activation_gain(act: str) -> float:
+    """The default output gain of an activation (√2 for the ReLU family, 1 otherwise)."""
+    return ACTIVATIONS[act][2]
+
+
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    dim: int = 1,
+) -> torch.Tensor:
+    """x + b (broadcast along `dim`), activation, times gain, then clamped to ±clamp (None: no clamp).
+
+    For the piecewise-linear activations the gain (> 0) is applied first, together with the bias, and
+    without autograd the rest runs in place: one fresh tensor instead of four on the widest layers.
+    """
+    func, default_alpha, default_gain = ACTIVATIONS[act]
+    alpha = default_alpha if alpha is None else alpha
+    gain = default_gain if gain is None else gain
+    shape = [-1 if i == dim else 1 for i in range(x.ndim)]
+    if act in ("linear", "relu", "lrelu") and gain > 0:  # gain·act(x + b) == act(gain·x + gain·b)
+        inplace = not torch.is_grad_enabled()
+        if b is not None:
+            x = torch.add(b.reshape(shape) * gain, x, alpha=gain)
+        elif gain != 1:
+            x = x * gain
+        else:
+            inplace = False  # x is the caller's tensor
+        if act == "lrelu":
+            x = F.leaky_relu(x, alpha, inplace=inplace)
+        elif act == "relu":
+            x = F.relu(x, inplace=inplace)
+    else:
+        if b is not None:
+            x = x + b.reshape(shape)
+        x = func(x, alpha)
+        if gain != 1:
+            x = x * gain
+        inplace = False
+    if clamp is not None:
+        x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
+    return x
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Scale each vector to unit root-mean-square (the mapping network's input normalization)."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+# ---------------------------------------------------------------------------------------------------
+# FIR filters
+
+
+def setup_filter(
+    taps: Sequence[float] | torch.Tensor | None,
+    normalize: bool = True,
+    flip: bool = False,
+    gain: float = 1,
+    separable: bool | None = None,
+) -> torch.Tensor:
+    """A float32 FIR filter as NVIDIA stores it: 1-D taps become their 2-D outer product unless long (≥ 8)."""
+    f = torch.as_tensor(1.0 if taps is None else taps, dtype=torch.float32)
+    if f.ndim == 0:
+        f = f[None]
+    if separable is None:
+        separable = f.ndim == 1 and f.numel() >= 8
+    if f.ndim == 1 and not separable:
+        f = torch.outer(f, f)
+    if normalize:
+        f = f / f.sum()
+    if flip:
+        f = f.flip(list(range(f.ndim)))
+    return f * gain ** (f.ndim / 2)
+
+
+def _pads(padding: Padding) -> tuple[int, int, int, int]:
+    """(x_before, x_after, y_before, y_after) from an int, an (x, y) pair or four values."""
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    if len(padding) == 2:
+        return padding[0], padding[0], padding[1], padding[1]
+    px0, px1, py0, py1 = padding
+    return px0, px1, py0, py1
+
+
+def _filter_size(f: torch.Tensor | None) -> tuple[int, int]:
+    """(width, height) of a filter; a separable one is square."""
+    if f is None:
+        return 1, 1
+    return f.shape[-1], f.shape[0]
+
+
+def _depthwise(f: torch.Tensor, channels: int, dtype: torch.dtype, gain: float, flip: bool) -> list[torch.Tensor]:
+    """The filter as one [C, 1, fh, fw] kernel (2-D) or two [C, 1, k, 1] / [C, 1, 1, k] kernels (separable)."""
+    f = (f * gain ** (f.ndim / 2)).to(dtype)
+    if flip:  # conv2d correlates: flipping the filter makes it a convolution
+        f = f.flip(list(range(f.ndim)))
+    if f.ndim == 2:
+        return [f.repeat(channels, 1, 1, 1)]
+    return [f.reshape(1, 1, 1, -1).repeat(channels, 1, 1, 1), f.reshape(1, 1, -1, 1).repeat(channels, 1, 1, 1)]
+
+
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: int = 1,
+    down: int = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
+    """Per channel: insert up−1 zeros after each pixel, pad (negative = crop), convolve with f, keep every down-th.
+
+    The zero-insertion and the filter run as one depthwise transposed conv (stride `up`), which never
+    materializes the zeros; padding relative to the upsampled image is then applied as a pad/crop.
+    """
+    if f is None:
+        f = torch.ones(1, 1, dtype=torch.float32, device=x.device)
+    channels = x.shape[1]
+    px0, px1, py0, py1 = _pads(padding)
+    fw, fh = _filter_size(f)
+    if up > 1:
+        # conv_transpose2d = zero-insertion then *full* convolution: output pixel j is filtered-upsampled
+        # pixel j - (k - 1) + p0, hence the pad/crop below (x_after: up + p1 - k).
+        kernels = _depthwise(f, channels, x.dtype, gain, flip=flip_filter)
+        strides = [(up, up)] if len(kernels) == 1 else [(1, up), (up, 1)]
+        for kernel, stride in zip(kernels, strides, strict=True):
+            x = F.conv_transpose2d(x, kernel, stride=stride, groups=channels)
+        x = F.pad(x, [px0 - fw + 1, px1 + up - fw, py0 - fh + 1, py1 + up - fh])
+    else:
+        kernels = _depthwise(f, channels, x.dtype, gain, flip=not flip_filter)
+        if len(kernels) == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:  # let the conv pad: saves a copy
+            x = F.conv2d(x, kernels[0], padding=(py0, px0), groups=channels)
+        else:
+            x = F.pad(x, [px0, px1, py0, py1])
+            for kernel in kernels:
+                x = F.conv2d(x, kernel, groups=channels)
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 2, gain: float = 1) -> torch.Tensor:
+    """FIR upsampling by `up`: [N, C, H, W] -> [N, C, H·up, W·up], preserving the DC level."""
+    fw, fh = _filter_size(f)
+    pads = [(fw + up - 1) // 2, (fw - up) // 2, (fh + up - 1) // 2, (fh - up) // 2]
+    return upfirdn2d(x, f, up=up, padding=pads, gain=gain * up * up)
+
+
+def downsample2d(x: torch.Tensor, f: torch.Tensor | None, down: int = 2, gain: float = 1) -> torch.Tensor:
+    """FIR downsampling by `down`: [N, C, H, W] -> [N, C, H/down, W/down]."""
+    fw, fh = _filter_size(f)
+    pads = [(fw - down + 1) // 2, (fw - down) // 2, (fh - down + 1) // 2, (fh - down) // 2]
+    return upfirdn2d(x, f, down=down, padding=pads, gain=gain)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution with resampling
+
+
+def conv2d_resample(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    f: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+    flip_weight: bool = True,
+) -> torch.Tensor:
+    """conv2d(w) of the FIR-upsampled input, or FIR-downsampled conv2d(w) output (up and down: not both).
+
+    `padding` is relative to the upsampled image. flip_weight=True correlates like F.conv2d; False
+    convolves (NVIDIA uses False for up-sampling layers, which matters for imported weights).
+    """
+    if up > 1 and down > 1:
+        raise ValueError("conv2d_resample: up- and down-sampling at once is not supported")
+    out_channels, in_per_group, kh, kw = w.shape
+    fw, fh = _filter_size(f)
+    px0 = px1 = py0 = py1 = padding
+    if up > 1:
+        if flip_weight:
+            w = w.flip([2, 3])
+        w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
+        return upsample_conv2d(
+            x, w.reshape(groups * in_per_group, out_channels // groups, kh, kw), f, up, padding, groups
+        )
+    if not flip_weight:
+        w = w.flip([2, 3])
+    if down > 1:
+        px0, px1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2
+        py0, py1 = py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
+        if kw == 1 and kh == 1:  # subsample before the (pointwise) conv: fewer pixels to convolve
+            x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
+            return F.conv2d(x, w, groups=groups)
+        x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
+        return F.conv2d(x, w, stride=down, groups=groups)
+    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        return F.conv2d(x, w, padding=(py0, px0), groups=groups)
+    return F.conv2d(F.pad(x, [px0, px1, py0, py1]), w, groups=groups)
+
+
+def _add(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """fresh + other, in place when autograd is off (`fresh` must be a tensor this module just made)."""
+    return fresh.add_(other) if not torch.is_grad_enabled() else fresh + other
+
+
+def _mul(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """fresh · other, in place when autograd is off (`fresh` must be a tensor this module just made)."""
+    return fresh.mul_(other) if not torch.is_grad_enabled() else fresh * other
+
+
+def upsample_conv2d(
+    x: torch.Tensor, w_t: torch.Tensor, f: torch.Tensor | None, up: int = 2, padding: int = 0, groups: int = 1
+) -> torch.Tensor:
+    """Convolution (not correlation) with w of the FIR-upsampled x, as a transposed conv then the filter.
+
+    w_t is w in conv_transpose2d's layout: [groups·in_per_group, out_per_group, kh, kw].
+    """
+    kh, kw = w_t.shape[2:]
+    fw, fh = _filter_size(f)
+    # Padding relative to the upsampled image, as for upsample2d plus the conv's own.
+    px0, px1 = padding + (fw + up - 1) // 2, padding + (fw - up) // 2
+    py0, py1 = padding + (fh + up - 1) // 2, padding + (fh - up) // 2
+    # Transposed conv = zero-insertion + *full* convolution with w, which consumed k - 1 of that padding
+    # (and the image's trailing up - 1 zeros).
+    x = F.conv_transpose2d(x, w_t, stride=up, groups=groups)
+    return upfirdn2d(x, f, padding=[px0 - kw + 1, px1 + up - kw, py0 - kh + 1, py1 + up - kh], gain=up * up)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+) -> torch.Tensor:
+    """StyleGAN2's style-modulated conv: per-sample weights weight·styles, rescaled to unit norm per output.
+
+    x: [N, I, H, W], weight: [O, I, kh, kw], styles: [N, I]; noise (already scaled) is added after the conv.
+    fused_modconv=True folds the batch into the channels and runs one grouped conv with per-sample weights
+    (fast at inference). False scales the activations before and after a conv with the shared weight
+    instead, which is the same function but cheaper to differentiate (training).
+    """
+    batch_size = x.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
+
+    if x.dtype == torch.float16 and demodulate:  # pre-normalize so fp16 cannot overflow; demod undoes it
+        weight = weight * (
+            1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
+        )
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+    # 1 / ‖weight·styles‖ per (sample, output channel), without building the per-sample weights.
+    dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt() if demodulate else None  # [N, O]
+
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
+        x = conv2d_resample(
+            x, weight.to(x.dtype), resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight
+        )
+        if dcoefs is not None:
+            x = _mul(x, dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1))
+        if noise is not None:
+            x = _add(x, noise.to(x.dtype))
+        return x
+
+    scales = styles.reshape(batch_size, 1, -1)  # [N, 1, I] -> [N, O, I]: what multiplies weight[o, i]
+    if dcoefs is not None:
+        scales = scales * dcoefs.reshape(batch_size, -1, 1)
+    x = x.reshape(1, -1, *x.shape[2:])  # [1, N·I, H, W]: one group per sample
+    if up > 1:  # build the weights directly in conv_transpose2d's [N·I, O, kh, kw] layout (no copy)
+        if flip_weight:
+            weight = weight.flip([2, 3])
+        w = weight.transpose(0, 1).contiguous()[None] * scales.transpose(1, 2).contiguous()[..., None, None]
+        x = upsample_conv2d(
+            x, w.reshape(-1, out_channels, kh, kw).to(x.dtype), resample_filter, up, padding, batch_size
+        )
+    else:
+        w = weight[None] * scales[..., None, None]  # [N, O, I, kh, kw]
+        x = conv2d_resample(
+            x,
+            w.reshape(-1, in_channels, kh, kw).to(x.dtype),
+            resample_filter,
+            down=down,
+            padding=padding,
+            groups=batch_size,
+            flip_weight=flip_weight,
+        )
+    x = x.reshape(batch_size, -1, *x.shape[2:])
+    if noise is not None:
+        x = _add(x, noise.to(x.dtype))
+    return x
