@@ -1,0 +1,166 @@
+"""`finetune-gan` and `generate` end to end on digits with a tiny generator."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from viscoin_cli.cli import app, load_commands
+from viscoin_cli.io.checkpoint import load_checkpoint, read_meta
+
+load_commands()
+# 16 px, 16 channels, batch 8: a tick of 64 images takes well under a second on a CPU.
+TINY = [
+    "--dataset",
+    "digits",
+    "--resolution",
+    "16",
+    "--cbase",
+    "256",
+    "--cmax",
+    "16",
+    "--map",
+    "1",
+    "--batch-size",
+    "8",
+    "--tick-kimg",
+    "0.064",
+    "--snap",
+    "1",
+]
+TINY += ["--grid-size", "4", "--device", "cpu", "--quiet"]
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gan") / "run"
+    result = cli("finetune-gan", *TINY, "--kimg", "0.128", "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_run_folder_has_snapshots_grids_and_metrics(gan_run):
+    out, summary = gan_run
+    assert summary["kimg"] == pytest.approx(0.128)
+    names = {p.name for p in out.iterdir()}
+    assert {"options.json", "metrics.jsonl", "latest.safetensors", "latest.D.safetensors",
+            "latest.state.safetensors", "fakes000000.png"} <= names  # fmt: skip
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["tick"] for r in records] == [1, 2]
+    for key in ("loss_G", "loss_D_real", "loss_D_fake", "loss_r1", "loss_pl", "p", "r_t", "kimg_per_sec"):
+        assert key in records[-1], key
+    assert all(np.isfinite(r["loss_G"]) for r in records)
+
+
+def test_fakes_grid_has_the_requested_images(gan_run):
+    out, _ = gan_run
+    with Image.open(out / "fakes000000.png") as grid:
+        assert grid.size == (2 * 18 + 2, 2 * 18 + 2)  # 4 images of 16 px, 2 per row, padding 2
+
+
+def test_generator_checkpoint_is_self_describing(gan_run):
+    out, _ = gan_run
+    meta = read_meta(out / "latest.safetensors", kind="generator")
+    assert meta.config["img_resolution"] == 16 and meta.config["mapping_kwargs"]["num_layers"] == 1
+    assert meta.dataset["name"] == "digits" and meta.step == 128
+    assert read_meta(out / "latest.D.safetensors", kind="discriminator").config["img_resolution"] == 16
+
+
+def test_resume_reproduces_the_uninterrupted_run(gan_run, tmp_path):
+    out, _ = gan_run
+    resumed = tmp_path / "r"
+    assert cli("finetune-gan", *TINY, "--kimg", "0.064", "--out", resumed).exit_code == 0
+    result = cli("finetune-gan", "--resume", resumed, "--kimg", "0.128", "--quiet")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["tick"] for r in records] == [1, 2]
+    straight, _ = load_checkpoint(out / "latest.safetensors")
+    continued, _ = load_checkpoint(resumed / "latest.safetensors")
+    for name, tensor in straight.items():
+        assert torch.allclose(tensor, continued[name], atol=1e-5), name
+
+
+def test_finetune_from_a_generator_checkpoint(gan_run, tmp_path):
+    out, _ = gan_run
+    result = cli("finetune-gan", *TINY, "--kimg", "0.064", "--resume-from", out / "latest.safetensors",
+                 "--freeze-d", "1", "--out", tmp_path / "ft")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    options = json.loads((tmp_path / "ft" / "options.json").read_text())
+    assert options["discriminator"].endswith("latest.D.safetensors") and options["ada_kimg"] == 100
+
+
+def test_resolution_mismatch_with_the_generator_is_refused(gan_run, tmp_path):
+    out, _ = gan_run
+    line = one_line_error(cli("finetune-gan", *TINY[:2], "--resolution", "32", "--resume-from",
+                              out / "latest.safetensors", "--device", "cpu", "--out", tmp_path / "x"))  # fmt: skip
+    assert "16 px" in line and "32 px" in line
+
+
+def test_generate_png_grid_and_npy(gan_run, tmp_path):
+    out, _ = gan_run
+    G = out / "latest.safetensors"
+    result = cli("generate", "--generator", G, "--seeds", "0-5", "--columns", "3", "--out", tmp_path / "g.png")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "g.png") as grid:
+        assert grid.size == (3 * 18 + 2, 2 * 18 + 2)
+    assert (
+        cli("generate", "--generator", G, "--seeds", "0-5", "--format", "npy", "--out", tmp_path / "a.npy").exit_code
+        == 0
+    )
+    assert (
+        cli("generate", "--generator", G, "--seeds", "3,4", "--format", "npy", "--out", tmp_path / "b.npy").exit_code
+        == 0
+    )
+    first, second = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    assert first.shape == (6, 3, 16, 16) and first.dtype == np.float32
+    np.testing.assert_allclose(first[3:5], second, atol=1e-5)  # a seed gives the same image in any batch
+
+
+def test_generate_uses_nvidias_seed_convention(gan_run, tmp_path):
+    from viscoin_cli.nets.stylegan2 import load_generator
+
+    out, _ = gan_run
+    assert cli("generate", "--generator", out / "latest.safetensors", "--seeds", "7", "--truncation", "0.5",
+               "--format", "npy", "--out", tmp_path / "s.npy").exit_code == 0  # fmt: skip
+    G, _ = load_generator(out / "latest.safetensors")
+    z = torch.from_numpy(np.random.RandomState(7).randn(1, G.z_dim)).float()
+    with torch.no_grad():
+        expected = G(z, None, truncation_psi=0.5, noise_mode="const").numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "5-2"], "--seeds"),
+        (["--noise-mode", "loud"], "--noise-mode"),
+        (["--class", "1"], "not a conditional generator"),
+        (["--format", "jpg"], "--format"),
+    ],
+)
+def test_generate_bad_options(gan_run, args, message):
+    out, _ = gan_run
+    assert message in one_line_error(cli("generate", "--generator", out / "latest.safetensors", *args))
+
+
+def test_generate_refuses_a_classifier_checkpoint(tmp_path):
+    from viscoin_cli.io.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "f.safetensors", {"w": torch.zeros(1)}, kind="classifier", config={})
+    assert "expected a generator checkpoint" in one_line_error(cli("generate", "--generator", path))

@@ -1,0 +1,114 @@
+"""`viscoin import-gan` through the CLI: a pickle in NVIDIA's persistence format becomes our checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import torch
+from _fake_nvidia import augment_pipe, dump, marker_source, node
+from typer.testing import CliRunner
+
+from viscoin_cli.cli import app, load_commands
+from viscoin_cli.io.checkpoint import read_meta
+from viscoin_cli.nets.stylegan2 import Discriminator, Generator, load_generator
+
+load_commands()
+G_KWARGS = dict(
+    z_dim=16,
+    c_dim=0,
+    w_dim=16,
+    img_resolution=16,
+    img_channels=3,
+    mapping_kwargs={"num_layers": 2},
+    synthesis_kwargs={"channel_base": 128, "channel_max": 16},
+)
+D_KWARGS = dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def as_persistent(module: torch.nn.Module, class_name: str, init_kwargs: dict | None = None):
+    """Mirror a module tree as NVIDIA-style persistent objects with the same parameter/buffer names."""
+    children = {name: as_persistent(child, type(child).__name__) for name, child in module.named_children()}
+    params = {name: p.detach().clone() for name, p in module.named_parameters(recurse=False)}
+    buffers = {
+        name: b.detach().clone()
+        for name, b in module.named_buffers(recurse=False)
+        if name not in module._non_persistent_buffers_set
+    }
+    return node(class_name, params, buffers, children, **(init_kwargs or {}))
+
+
+def nvidia_pickle(path, source=""):
+    torch.manual_seed(0)
+    G, D = Generator(**G_KWARGS), Discriminator(**D_KWARGS)
+    data = {
+        "G": as_persistent(G, "Generator", G_KWARGS),
+        "G_ema": as_persistent(G, "Generator", G_KWARGS),
+        "D": as_persistent(D, "Discriminator", D_KWARGS),
+        "augment_pipe": augment_pipe(0.25),
+    }
+    return dump(data, path, source=source), G
+
+
+def test_import_writes_generator_and_discriminator_that_reproduce_the_source(tmp_path):
+    src, G = nvidia_pickle(tmp_path / "network-snapshot.pkl", source=marker_source(tmp_path / "ran"))
+    dest = tmp_path / "out" / "G.safetensors"
+    result = cli("import-gan", src, dest, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["resolution"] == 16 and summary["augment_p"] == 0.25 and summary["num_ws"] == G.num_ws
+    assert read_meta(dest, kind="generator").extra["discriminator"] == "G.D.safetensors"
+    assert read_meta(tmp_path / "out" / "G.D.safetensors", kind="discriminator").config["img_resolution"] == 16
+    assert not (tmp_path / "ran").exists()  # the pickle's embedded source never ran
+    imported, _ = load_generator(dest)
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.allclose(imported(z, None, noise_mode="const"), G.eval()(z, None, noise_mode="const"), atol=1e-6)
+
+
+def test_import_then_generate(tmp_path):
+    src, _ = nvidia_pickle(tmp_path / "n.pkl")
+    assert cli("import-gan", src, tmp_path / "G.safetensors").exit_code == 0
+    result = cli(
+        "generate",
+        "--generator",
+        tmp_path / "G.safetensors",
+        "--seeds",
+        "0-3",
+        "--format",
+        "npy",
+        "--out",
+        tmp_path / "x.npy",
+    )
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "x.npy").shape == (4, 3, 16, 16)
+
+
+def test_existing_destination_needs_force(tmp_path):
+    src, _ = nvidia_pickle(tmp_path / "n.pkl")
+    assert cli("import-gan", src, tmp_path / "G.safetensors").exit_code == 0
+    result = cli("import-gan", src, tmp_path / "G.safetensors")
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert cli("import-gan", src, tmp_path / "G.safetensors", "--force").exit_code == 0
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
+    evil = _Evil()
+    evil.marker = tmp_path / "pwned"
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"G_ema": evil}))
+    result = cli("import-gan", tmp_path / "evil.pkl", tmp_path / "G.safetensors")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refusing to load" in lines[0] and "system" in lines[0]
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "G.safetensors").exists()
