@@ -1,0 +1,163 @@
+"""`viscoin train` end to end on digits with tiny f and G, and the Python API it produces."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+from viscoin_cli.nets.stylegan2 import Generator
+
+from viscoin_cli.cli import app, load_commands
+from viscoin_cli.errors import UserError
+from viscoin_cli.io.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from viscoin_cli.nets.classifier import Classifier
+from viscoin_cli.nets.viscoin import load_viscoin
+
+load_commands()
+FACTS = {"name": "digits", "class_names": [str(i) for i in range(10)], "num_classes": 10, "channels": 3}
+G_KWARGS = dict(
+    z_dim=16,
+    c_dim=0,
+    w_dim=16,
+    img_resolution=16,
+    img_channels=3,
+    mapping_kwargs={"num_layers": 1},
+    synthesis_kwargs={"channel_base": 128, "channel_max": 16},
+)
+TINY = ["--dataset", "digits", "--concepts", "8", "--hidden", "8", "--real-batch", "4", "--synthetic-batch", "4"]
+TINY += ["--log-every", "2", "--grid-every", "2", "--device", "cpu", "--quiet"]
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _generator(path, resolution=16):
+    torch.manual_seed(0)
+    G = Generator(**{**G_KWARGS, "img_resolution": resolution})
+    config = {**G_KWARGS, "img_resolution": resolution}
+    return save_checkpoint(
+        path, G.state_dict(), kind="generator", config=config, dataset={**FACTS, "resolution": resolution}
+    )
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parts")
+    torch.manual_seed(0)
+    f = Classifier("resnet18", 10, width=4, stem="small")
+    f_path = save_checkpoint(
+        folder / "f.safetensors",
+        f.state_dict(),
+        kind="classifier",
+        config=f.config,
+        dataset={**FACTS, "resolution": 16},
+    )
+    return f_path, _generator(folder / "G.safetensors"), folder
+
+
+@pytest.fixture(scope="module")
+def trained(parts, tmp_path_factory):
+    f_path, g_path, _ = parts
+    out = tmp_path_factory.mktemp("train") / "run"
+    result = cli(
+        "train", "--classifier", f_path, "--generator", g_path, *TINY, "--iterations", "4", "--out", out, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_run_folder_and_metrics(trained):
+    out, summary = trained
+    assert summary["iterations"] == 4 and 0 <= summary["g_accuracy"] <= 1
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    for term in (
+        "fidelity",
+        "rec_l2",
+        "rec_l1",
+        "rec_lpips",
+        "rec_class",
+        "sparsity",
+        "orthogonality",
+        "w_reg",
+        "loss",
+        "train_agreement",
+    ):
+        assert term in records[0], term
+    assert (out / "recon0000004.png").is_file()
+    options = json.loads((out / "options.json").read_text())
+    assert options["lpips"] == "none" and options["beta"] == 0.0
+
+
+def test_checkpoint_records_its_parents_and_loads(trained, parts):
+    out, _ = trained
+    _, g_path, _ = parts
+    meta = read_meta(out / "latest.safetensors", kind="viscoin")
+    assert set(meta.parents) == {"classifier", "generator"}
+    assert meta.parents["generator"]["path"] == str(g_path.resolve())
+    tensors, _ = load_checkpoint(out / "latest.safetensors")
+    assert all(name.split(".")[0] in ("psi", "theta", "omega") for name in tensors)
+    model, _ = load_viscoin(out / "latest.safetensors")
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        result = model(images)
+    assert result.concept_maps.shape == (2, 8, 3, 3) and result.recon.shape == (2, 3, 16, 16)
+    assert result.ws.shape == (2, model.G.num_ws, 16) and result.logits.shape == (2, 10)
+    edited = result.concept_maps.clone()
+    edited[:, 0] *= 3
+    with torch.no_grad():
+        assert model.render(edited, result.support).shape == (2, 3, 16, 16)
+
+
+def test_loading_refuses_a_changed_generator(trained, parts, tmp_path):
+    out, _ = trained
+    other = _generator(tmp_path / "other.safetensors")
+    tensors, meta = load_checkpoint(other)
+    tensors = {k: v + 1 if v.is_floating_point() else v for k, v in tensors.items()}
+    save_checkpoint(other, tensors, kind="generator", config=meta.config, dataset=meta.dataset)
+    with pytest.raises(UserError, match="sha256 differs"):
+        load_viscoin(out / "latest.safetensors", generator=other)
+
+
+def test_resume_to_the_same_step_count(trained, parts, tmp_path):
+    out, _ = trained
+    f_path, g_path, _ = parts
+    resumed = tmp_path / "r"
+    assert (
+        cli(
+            "train", "--classifier", f_path, "--generator", g_path, *TINY, "--iterations", "2", "--out", resumed
+        ).exit_code
+        == 0
+    )
+    result = cli("train", "--resume", resumed, "--iterations", "4", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert read_meta(resumed / "latest.safetensors").step == 4
+    straight, _ = load_checkpoint(out / "latest.safetensors")
+    continued, _ = load_checkpoint(resumed / "latest.safetensors")
+    for name, tensor in straight.items():
+        assert torch.allclose(tensor, continued[name], atol=1e-5), name
+
+
+def test_generator_resolution_must_match_the_data(parts, tmp_path):
+    f_path, _, folder = parts
+    g32 = _generator(folder / "G32.safetensors", resolution=32)
+    line = one_line_error(
+        cli("train", "--classifier", f_path, "--generator", g32, *TINY, "--resolution", "16", "--out", tmp_path / "x")
+    )
+    assert "32 px" in line and "16 px" in line
+
+
+def test_wrong_kind_for_the_generator(parts, tmp_path):
+    f_path, _, _ = parts
+    line = one_line_error(cli("train", "--classifier", f_path, "--generator", f_path, *TINY, "--out", tmp_path / "x"))
+    assert "expected a generator checkpoint" in line
