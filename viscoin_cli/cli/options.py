@@ -146,3 +146,14 @@ def default_workers(dataset: str, workers: int | None) -> int:
     if workers is not None:
         return workers
     return 0 if dataset == "digits" else min(8, os.cpu_count() or 1)
+
+MODEL_HELP = "Trained VisCoIN model (from viscoin train) [default: the shipped digits model]."
+Model = Annotated[Path, typer.Option("--model", help=MODEL_HELP, show_default=False)]
+ClassifierPath = Annotated[
+    Path,
+    typer.Option("--classifier", help="Classifier f [default: the shipped digits classifier].", show_default=False),
+]
+GeneratorPath = Annotated[
+    Path,
+    typer.Option("--generator", help="Generator G [default: the shipped digits generator].", show_default=False),
+]

@@ -130,6 +130,14 @@ def check_compatible(classifier_meta: CheckpointMeta, generator_meta: Checkpoint
         )
 
 
+def _find_parent(recorded: Path, model_path: Path) -> Path:
+    """The recorded path, else a file of the same name next to the model (a copied or cloned folder)."""
+    if recorded.is_file():
+        return recorded
+    sibling = Path(model_path).parent / recorded.name
+    return sibling if sibling.is_file() else recorded
+
+
 def load_viscoin(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -145,7 +153,7 @@ def load_viscoin(
         record = meta.parents.get(role)
         if record is None:
             raise UserError(f"{meta.path}: does not record its {role}")
-        file = Path(override) if override is not None else Path(record["path"])
+        file = Path(override) if override is not None else _find_parent(Path(record["path"]), meta.path)
         if not file.is_file():
             raise UserError(f"{meta.path}: its {role} {file} is missing (pass --{role} PATH to point at it)")
         if sha256_file(file) != record["sha256"]:

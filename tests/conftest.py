@@ -1,0 +1,94 @@
+"""Fixtures shared by the command tests: a tiny trained digits VisCoIN model (16 px, K = 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from viscoin_cli.cli import app, load_commands
+from viscoin_cli.io.checkpoint import save_checkpoint
+
+load_commands()
+
+DIGITS_FACTS = {"name": "digits", "class_names": [str(i) for i in range(10)], "num_classes": 10, "channels": 3}
+TINY_G = dict(
+    z_dim=16,
+    c_dim=0,
+    w_dim=16,
+    img_resolution=16,
+    img_channels=3,
+    mapping_kwargs={"num_layers": 1},
+    synthesis_kwargs={"channel_base": 128, "channel_max": 16},
+)
+
+
+def run_cli(*args: object):
+    """Invoke the real Typer app in-process; stdout and stderr are kept apart."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result) -> str:
+    """A user mistake: exit 2 and exactly one `error: ...` line on stderr. Returns that line."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """`viscoin train` for a few steps on 16 px digits with a random tiny f and G: the model's path.
+
+    f.safetensors and G.safetensors sit next to it (and are the paths it records).
+    """
+    from viscoin_cli.nets.classifier import Classifier
+    from viscoin_cli.nets.stylegan2 import Generator
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    torch.manual_seed(0)
+    f = Classifier("resnet18", 10, width=4, stem="small")
+    f_path = save_checkpoint(
+        folder / "f.safetensors",
+        f.state_dict(),
+        kind="classifier",
+        config=f.config,
+        dataset={**DIGITS_FACTS, "resolution": 16},
+    )
+    G = Generator(**TINY_G)
+    g_path = save_checkpoint(
+        folder / "G.safetensors",
+        G.state_dict(),
+        kind="generator",
+        config=TINY_G,
+        dataset={**DIGITS_FACTS, "resolution": 16},
+    )
+    run = folder / "run"
+    result = run_cli(
+        "train",
+        "--classifier",
+        f_path,
+        "--generator",
+        g_path,
+        "--dataset",
+        "digits",
+        "--concepts",
+        "8",
+        "--hidden",
+        "8",
+        "--real-batch",
+        "4",
+        "--synthetic-batch",
+        "4",
+        "--iterations",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        run,
+    )
+    assert result.exit_code == 0, result.output
+    return run / "latest.safetensors"
