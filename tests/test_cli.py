@@ -49,6 +49,12 @@ def test_command_help_through_console_script(command):
     assert "Usage" in result.stdout and "--help" in result.stdout
 
 
+def test_help_keeps_bracketed_text():
+    # "[default: ...]" in a help text must not be eaten as rich markup.
+    result = CliRunner().invoke(app, ["pretrain-classifier", "--help"], env={"COLUMNS": "200"})
+    assert "[default: 32 for digits, else 256]" in result.stdout
+
+
 def test_help_does_not_import_torch():
     code = (
         "import sys; from typer.testing import CliRunner; from viscoin_cli.cli import app, load_commands; "

@@ -32,6 +32,17 @@ def _one_line(err: BaseException) -> str:
 class _Group(TyperGroup):
     """Runs a subcommand and turns user mistakes into one line on stderr and exit code 2."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Help texts are plain text ("[default: ...]", "E[sign(...)]"): keep rich from reading them as markup.
+        from rich.markup import escape
+
+        for command in self.commands.values():
+            command.help = escape(command.help) if command.help else command.help
+            for param in command.params:
+                if getattr(param, "help", None):
+                    param.help = escape(param.help)
+
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return sorted(self.commands)
 
