@@ -147,6 +147,7 @@ def default_workers(dataset: str, workers: int | None) -> int:
         return workers
     return 0 if dataset == "digits" else min(8, os.cpu_count() or 1)
 
+
 MODEL_HELP = "Trained VisCoIN model (from viscoin train) [default: the shipped digits model]."
 Model = Annotated[Path, typer.Option("--model", help=MODEL_HELP, show_default=False)]
 ClassifierPath = Annotated[

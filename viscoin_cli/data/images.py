@@ -222,3 +222,47 @@ def parsing(path: Path) -> Iterator[None]:
     except (ValueError, IndexError, KeyError, TypeError) as err:
         detail = f"no entry for {err}" if isinstance(err, KeyError) else str(err).strip().splitlines()[0]
         raise UserError(f"{path}: malformed ({detail})") from None
+
+
+def load_image_files(paths: list[Path], resolution: int, channels: int = 3) -> torch.Tensor:
+    """User images -> [N, channels, R, R] in [-1, 1], resized and centre-cropped like a test split.
+
+    Grayscale is replicated to colour (as the datasets do). An image with an alpha channel or another
+    channel count is refused rather than guessed at: what lies under transparent pixels changes what the
+    model sees. Every missing or unreadable file is named in one error.
+    """
+    transform = image_transform(resolution, augment=False)
+    images: list[torch.Tensor] = []
+    bad: list[str] = []
+    wrong: list[str] = []
+    for path in paths:
+        try:
+            with Image.open(path) as picture:
+                picture.load()
+                bands = picture.getbands()
+                if picture.mode == "P" and "transparency" in picture.info:
+                    bands = (*bands, "A")
+                if len(bands) not in (1, 3) or "A" in bands:
+                    wrong.append(f"{path} ({len(bands)} channels, {''.join(bands)})")
+                    continue
+                picture = picture.convert("RGB")
+        except FileNotFoundError:
+            bad.append(f"{path} (no such file)")
+            continue
+        except IsADirectoryError:
+            bad.append(f"{path} (a folder)")
+            continue
+        except Exception:  # Pillow raises many types for broken files
+            bad.append(f"{path} (not a readable image)")
+            continue
+        image = transform(picture)
+        images.append(image[:1] if channels == 1 else image)
+    if bad:
+        names = ", ".join(bad[:MAX_LISTED])
+        more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+        raise UserError(f"cannot read {len(bad)} image{'s' if len(bad) > 1 else ''}: {names}{more}")
+    if wrong:
+        names = ", ".join(wrong[:MAX_LISTED])
+        more = f" and {len(wrong) - MAX_LISTED} more" if len(wrong) > MAX_LISTED else ""
+        raise UserError(f"expected RGB or grayscale images without alpha: {names}{more}")
+    return torch.stack(images)

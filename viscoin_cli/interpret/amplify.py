@@ -22,18 +22,23 @@ def amplify(
     lambdas: Sequence[float],
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """Renders [N, len(lambdas), C, H, W] in [-1, 1] (on the CPU) of each sample with Φ_concept scaled by λ."""
+    """Renders [N, len(lambdas), C, H, W] in [-1, 1] (on the CPU) of each sample with Φ_concept scaled by λ.
+
+    Every (sample, λ) pair of a chunk goes through G in one batch of at most `batch_size` renders: one
+    forward per chunk rather than one per λ, which is what a short sweep on a CPU waits on.
+    """
     device = next(model.parameters()).device
+    count = len(lambdas)
+    per_chunk = max(1, batch_size // count)
+    scales = torch.tensor(list(lambdas), dtype=concept_maps.dtype, device=device)
     rows = []
-    for start in range(0, len(concept_maps), batch_size):
-        maps = concept_maps[start : start + batch_size].to(device)
-        gamma = support[start : start + batch_size].to(device)
-        columns = []
-        for lam in lambdas:
-            edited = maps.clone()
-            edited[:, concept] = maps[:, concept] * lam
-            columns.append(model.render(edited, gamma).float().clamp(-1, 1).cpu())
-        rows.append(torch.stack(columns, dim=1))
+    for start in range(0, len(concept_maps), per_chunk):
+        maps = concept_maps[start : start + per_chunk].to(device)
+        gamma = support[start : start + per_chunk].to(device)
+        edited = maps[:, None].repeat(1, count, 1, 1, 1)  # [n, L, K, 3, 3]
+        edited[:, :, concept] = maps[:, None, concept] * scales[None, :, None, None]
+        images = model.render(edited.flatten(0, 1), gamma.repeat_interleave(count, dim=0))
+        rows.append(images.float().clamp(-1, 1).cpu().unflatten(0, (len(maps), count)))
     return torch.cat(rows)
 
 

@@ -30,3 +30,18 @@ def global_relevance(local: torch.Tensor, predicted: torch.Tensor, num_classes: 
     sums.index_add_(0, predicted, local)
     counts = torch.bincount(predicted, minlength=num_classes).to(local.dtype)
     return sums / counts.clamp_min(1)[:, None]
+
+
+def top_concepts(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k highest scores of each row of [..., K] and their concept indices, best first.
+
+    A stable sort, so tied concepts (often several at relevance 0) come out in index order, the same on
+    every run and device.
+    """
+    values, indices = scores.sort(dim=-1, descending=True, stable=True)
+    return values[..., :k], indices[..., :k]
+
+
+def class_mean(values: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean of per-sample [N, K] values over the samples predicted as each class -> [C, K]."""
+    return global_relevance(values, predicted, num_classes)

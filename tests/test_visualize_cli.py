@@ -1,0 +1,207 @@
+"""`viscoin visualize` end to end on the tiny digits model: grid layout, pixels, sample choice and errors."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_one_line_error, run_cli
+from PIL import Image
+
+from viscoin_cli.data import load_dataset
+from viscoin_cli.interpret.amplify import top_activating
+from viscoin_cli.interpret.encode import encode_dataset
+from viscoin_cli.interpret.relevance import global_relevance, local_relevance
+from viscoin_cli.interpret.visualize import column_names, difference_views
+from viscoin_cli.io.images import to_uint8
+from viscoin_cli.nets.viscoin import load_viscoin
+from viscoin_cli.runtime import setup_runtime
+
+CPU = ("--device", "cpu")
+R, PAD = 16, 2  # the tiny model's resolution; save_grid's padding
+
+
+def grid_size(rows: int, columns: int) -> tuple[int, int]:
+    """(width, height) of a save_grid PNG: each tile is R px plus PAD before it, and PAD after the last."""
+    return columns * (R + PAD) + PAD, rows * (R + PAD) + PAD
+
+
+def tile(picture: np.ndarray, row: int, column: int) -> np.ndarray:
+    top, left = PAD + row * (R + PAD), PAD + column * (R + PAD)
+    return picture[top : top + R, left : left + R].astype(int)
+
+
+@pytest.fixture(scope="module")
+def library(tiny_model):
+    """The model, its encoded test split and global relevance, computed directly with the library."""
+    model, meta = load_viscoin(tiny_model, "cpu")
+    test_set = load_dataset("digits", "test", resolution=meta.dataset["resolution"])
+    encoded = encode_dataset(model, test_set, setup_runtime("cpu"))
+    weight = model.theta.linear.weight.detach()
+    local = local_relevance(encoded.pooled, weight, encoded.predicted)
+    relevance = global_relevance(local, encoded.predicted, 10)
+    concept = int(relevance.max(0).values.argmax())  # the concept with the most relevant class
+    return SimpleNamespace(model=model, test_set=test_set, encoded=encoded, relevance=relevance, concept=concept)
+
+
+@pytest.fixture(scope="module")
+def default_run(tiny_model, library, tmp_path_factory):
+    """`visualize --concept K --samples 3 --json`: the default λ and the default choice of class and samples."""
+    out = tmp_path_factory.mktemp("visualize") / "grid.png"
+    args = ("--concept", library.concept, "--samples", 3, "--out", out, "--json")
+    result = run_cli("visualize", "--model", tiny_model, *args, *CPU)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_default_picks_the_most_relevant_class_and_its_most_active_samples(default_run, library):
+    k = library.concept
+    c = int(library.relevance[:, k].argmax())
+    assert default_run["concept"] == k and default_run["class"] == c and default_run["class_name"] == str(c)
+    assert default_run["class_relevance"] == pytest.approx(library.relevance[c, k].item(), abs=1e-5)
+    expected = top_activating(library.encoded, k, 3, cls=c).tolist()
+    assert default_run["indices"] == expected == [s["index"] for s in default_run["samples"]]
+    activations = [s["activation"] for s in default_run["samples"]]
+    assert activations == pytest.approx(library.encoded.pooled[expected, k].tolist(), abs=1e-5)
+    assert activations == sorted(activations, reverse=True)
+    assert default_run["lambdas"] == [1.0, 3.0]
+    assert default_run["columns"] == ["input", "lambda=1", "lambda=3"]
+
+
+def test_default_grid_shows_input_reconstruction_and_amplified(default_run, library):
+    with Image.open(default_run["path"]) as picture:
+        assert picture.size == grid_size(3, 3) == (default_run["grid"]["width"], default_run["grid"]["height"])
+        pixels = np.asarray(picture.convert("RGB"))
+    indices, k = default_run["indices"], library.concept
+    inputs = torch.stack([library.test_set[i][0] for i in indices])
+    maps, support = library.encoded.concept_maps[indices], library.encoded.support[indices]
+    with torch.no_grad():
+        recon = library.model.render(maps, support).clamp(-1, 1)
+        amplified_maps = maps.clone()
+        amplified_maps[:, k] *= 3
+        amplified = library.model.render(amplified_maps, support).clamp(-1, 1)
+    for row in range(3):
+        for column, expected in enumerate((inputs, recon, amplified)):
+            assert np.abs(tile(pixels, row, column) - to_uint8(expected[row : row + 1])[0]).max() <= 1
+
+
+def test_lambda_sweep_adds_the_reconstruction(tiny_model, library, tmp_path):
+    out = tmp_path / "sweep.png"
+    args = ("--concept", library.concept, "--lambdas", "4, 0,2", "--samples", 2, "--out", out, "--json")
+    result = run_cli("visualize", "--model", tiny_model, *args, *CPU)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["lambdas"] == [0.0, 1.0, 2.0, 4.0]
+    assert document["columns"] == ["input", "lambda=0", "lambda=1", "lambda=2", "lambda=4"]
+    with Image.open(out) as picture:
+        assert picture.size == grid_size(2, 5)
+
+
+def test_diff_adds_three_views_per_lambda(tiny_model, library, tmp_path):
+    out = tmp_path / "diff.png"
+    args = ("--concept", library.concept, "--lambda", "2", "--diff", "--samples", 2, "--out", out, "--json")
+    result = run_cli("visualize", "--model", tiny_model, *args, *CPU)
+    assert result.exit_code == 0, result.output
+    columns = json.loads(result.stdout)["columns"]
+    assert columns == ["input", "lambda=1", "lambda=2", "added lambda=2", "removed lambda=2", "energy lambda=2"]
+    with Image.open(out) as picture:
+        assert picture.size == grid_size(2, 6)
+        pixels = np.asarray(picture.convert("RGB"))
+    energy = tile(pixels, 0, 5)
+    assert (energy[..., 0] == energy[..., 1]).all() and (energy[..., 1] == energy[..., 2]).all()  # gray
+
+
+def test_top_pairs_writes_one_grid_per_pair(tiny_model, library, tmp_path):
+    out = tmp_path / "pairs"
+    args = ("--top-pairs", 3, "--samples", 2, "--lambdas", "0,2", "--out", out, "--json")
+    result = run_cli("visualize", "--model", tiny_model, *args, *CPU)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["path"] == str(out) and len(document["pairs"]) == 3
+    values, flat = library.relevance.flatten().sort(descending=True, stable=True)
+    expected = [divmod(int(i), 8) for i in flat[:3]]
+    assert [(p["class"], p["concept"]) for p in document["pairs"]] == expected
+    assert [p["class_relevance"] for p in document["pairs"]] == pytest.approx(values[:3].tolist(), abs=1e-5)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{rank:02d}-class-{c}-concept-{k}.png" for rank, (c, k) in enumerate(expected, 1)]
+    for pair in document["pairs"]:
+        with Image.open(pair["path"]) as picture:
+            assert picture.size == grid_size(2, 4)
+
+
+def test_image_files_replace_test_samples(tiny_model, library, tmp_path):
+    paths = []
+    for i in (0, 1):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(to_uint8(library.test_set[i][0][None])[0]).save(paths[-1])
+    out = tmp_path / "images.png"
+    args = ("--concept", 0, "--image", paths[0], "--image", paths[1], "--out", out, "--json")
+    result = run_cli("visualize", "--model", tiny_model, *args, *CPU)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [s["image"] for s in document["samples"]] == [str(p) for p in paths]
+    assert document["class"] is None and document["indices"] is None
+    assert document["samples"][0]["predicted"] == int(library.encoded.predicted[0])
+    with Image.open(out) as picture:
+        assert picture.size == grid_size(2, 3)
+
+
+def test_plain_output_names_the_file(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.new("L", (8, 8)).save("x.png")
+    result = run_cli("visualize", "--model", tiny_model, "--concept", 2, "--image", "x.png", "--quiet", *CPU)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("-> concept-2.png") and (tmp_path / "concept-2.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--concept", "8"], "--concept 8: out of range (the model has concepts 0..7)"),
+        (["--concept", "-1"], "--concept -1: out of range"),
+        (["--concept", "1", "--lambda", "nan"], "--lambda 'nan': λ must be a finite number"),
+        (["--concept", "1", "--lambda", "-inf"], "--lambda '-inf': λ must be a finite number"),
+        (["--concept", "1", "--lambda", "big"], "--lambda 'big': not a number"),
+        (["--concept", "1", "--lambdas", "0,,2"], "--lambdas '0,,2': expected comma-separated numbers"),
+        (["--concept", "1", "--lambdas", "0;2"], "--lambdas '0;2': not a number"),
+        (["--concept", "1", "--lambda", "2", "--lambdas", "0,2"], "pass --lambda or --lambdas, not both"),
+        (["--concept", "1", "--samples", "0"], "--samples 0: must be at least 1"),
+        (["--top-pairs", "0"], "--top-pairs 0: must be at least 1"),
+        ([], "--concept is required"),
+        (["--concept", "1", "--class", "eleven"], "--class 'eleven': no such class"),
+        (["--concept", "1", "--image", "{rgba}"], "rgba.png (4 channels, RGBA)"),
+        (["--concept", "1", "--image", "missing.png"], "missing.png (no such file)"),
+        (["--concept", "1", "--image", "{rgba}", "--class", "3"], "--image and --class cannot be combined"),
+        (["--concept", "1", "--out", "grid.jpg"], "--out grid.jpg: expected a .png file name"),
+    ],
+)
+def test_user_errors(tiny_model, tmp_path, args, message):
+    Image.new("RGBA", (16, 16)).save(tmp_path / "rgba.png")
+    args = [a.format(rgba=tmp_path / "rgba.png") for a in args]
+    line = assert_one_line_error(run_cli("visualize", "--model", tiny_model, *args, *CPU))
+    assert message in line
+
+
+def test_missing_model_is_one_line(tmp_path):
+    line = assert_one_line_error(run_cli("visualize", "--model", tmp_path / "m.safetensors", "--concept", 1, *CPU))
+    assert "m.safetensors: no such file" in line
+
+
+# --- the difference views --------------------------------------------------------------------------------
+
+
+def test_difference_views_by_hand():
+    # one sample, one pixel, one channel; λ = 1 renders 0.0, λ = 2 renders 0.5, λ = 0 renders -1.0
+    renders = torch.tensor([0.0, 0.5, -1.0]).view(1, 3, 1, 1, 1)
+    views = difference_views(renders, [1.0, 2.0, 0.0]).flatten().tolist()
+    # the row's largest change is 1.0 (λ = 0); energies 0.25 and 1.0
+    assert views == pytest.approx([0.0, -1.0, -0.5, -1.0, 1.0, 1.0])  # added, removed, energy for λ=2 then λ=0
+    assert len(column_names([1.0, 2.0, 0.0], diff=True)) == 1 + 3 + 6
+
+
+def test_difference_views_of_an_unchanged_row_are_black():
+    renders = torch.rand(2, 1, 3, 4, 4).expand(2, 3, 3, 4, 4)
+    assert (difference_views(renders, [0.0, 1.0, 2.0]) == -1).all()

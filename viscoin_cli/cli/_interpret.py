@@ -1,0 +1,144 @@
+"""What the commands that explain a trained model share: its facts, its test split, classes and user images.
+
+Kept free of torch at import time (option declarations import it); the heavy imports happen on call.
+The underscore keeps `load_commands` from taking this module for a command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from viscoin_cli.cli import options as o
+from viscoin_cli.errors import UserError
+from viscoin_cli.shipped import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    import torch
+
+    from viscoin_cli.data.images import ImageDataset
+    from viscoin_cli.interpret.encode import Encoded
+    from viscoin_cli.runtime import Runtime
+
+ParentClassifier = Annotated[
+    Path | None,
+    typer.Option("--classifier", help="The model's classifier f, when it moved [default: the path the model records]."),
+]
+ParentGenerator = Annotated[
+    Path | None,
+    typer.Option("--generator", help="The model's generator G, when it moved [default: the path the model records]."),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", rich_help_panel=o.RUNTIME)]
+
+
+@dataclass
+class ModelFacts:
+    """What the model file says about itself, read from its header without loading any weights."""
+
+    path: Path
+    num_concepts: int
+    dataset: dict[str, Any]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.dataset["class_names"])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.dataset["resolution"])
+
+
+def read_model(path: Path) -> ModelFacts:
+    """The model's header: K and its dataset facts. The missing shipped model gets a hint on what to do."""
+    from viscoin_cli.io.checkpoint import read_meta
+
+    if not path.exists() and path.resolve() == DEFAULT_MODEL.resolve():
+        raise UserError(
+            f"the shipped digits model {path} is missing: train one with `viscoin train` and pass --model PATH"
+        )
+    meta = read_meta(path, kind="viscoin")
+    facts = meta.dataset or {}
+    if not {"name", "class_names", "resolution"} <= set(facts) or "num_concepts" not in meta.config:
+        raise UserError(f"{meta.path}: the checkpoint does not record its dataset and concepts")
+    return ModelFacts(meta.path, int(meta.config["num_concepts"]), dict(facts))
+
+
+def load_model(facts: ModelFacts, rt: Runtime, classifier: Path | None, generator: Path | None):
+    """The VisCoIN model (f and G from their recorded paths, or the given ones), in eval mode on rt.device."""
+    from viscoin_cli.nets.viscoin import load_viscoin
+
+    model, _ = load_viscoin(facts.path, rt.device, classifier=classifier, generator=generator)
+    return model
+
+
+def parse_class(text: str, class_names: list[str], option: str = "--class") -> int:
+    """A class given by name or index. An exact name wins over an index (folder datasets may be named
+    by numbers that are not their indices); then a case-insensitive name; then an index."""
+    if text in class_names:
+        return class_names.index(text)
+    folded = [i for i, name in enumerate(class_names) if name.casefold() == text.strip().casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    stripped = text.strip()
+    if stripped.lstrip("-").isdigit():
+        index = int(stripped)
+        if 0 <= index < len(class_names):
+            return index
+        raise UserError(f"{option} {text}: class index out of range (the model has classes 0..{len(class_names) - 1})")
+    shown = ", ".join(repr(name) for name in class_names[:3])
+    raise UserError(
+        f"{option} {text!r}: no such class (expected an index 0..{len(class_names) - 1} or a name: {shown}, ...)"
+    )
+
+
+def load_test_split(facts: ModelFacts, data_root: Path | None, bbox_crop: bool, skip_bad_images: bool) -> ImageDataset:
+    """The test split of the model's dataset, at the model's resolution."""
+    from viscoin_cli.data import load_dataset
+
+    test_set = load_dataset(
+        facts.dataset["name"],
+        "test",
+        root=data_root,
+        resolution=facts.resolution,
+        bbox_crop=bbox_crop,
+        skip_bad_images=skip_bad_images,
+    )
+    if test_set.class_names != facts.class_names:
+        raise UserError(f"{facts.path} was trained on other classes than those of the data in {data_root}")
+    return test_set
+
+
+def check_indices(indices: list[int], test_set: ImageDataset, option: str = "--index") -> None:
+    for index in indices:
+        if not 0 <= index < len(test_set):
+            raise UserError(
+                f"{option} {index}: out of range (the test split of {test_set.name} has {len(test_set)} images, "
+                f"0..{len(test_set) - 1})"
+            )
+
+
+def split_images(test_set: ImageDataset, indices: list[int]) -> torch.Tensor:
+    """The [-1, 1] images of some test samples, stacked."""
+    import torch
+
+    return torch.stack([test_set[i][0] for i in indices])
+
+
+def encode_images(model, images: torch.Tensor, labels: torch.Tensor | None, rt: Runtime, batch_size: int) -> Encoded:
+    """Concepts and predictions of a few images in memory (label -1 where unknown)."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from viscoin_cli.interpret.encode import encode_dataset
+
+    labels = torch.full((len(images),), -1, dtype=torch.long) if labels is None else labels
+    return encode_dataset(model, TensorDataset(images, labels), rt, batch_size=batch_size)
+
+
+def check_positive(value: int, option: str) -> None:
+    """A count option must be at least 1 (checked here, not by click, for a one-line error)."""
+    if value < 1:
+        raise UserError(f"{option} {value}: must be at least 1")

@@ -1,0 +1,290 @@
+"""`viscoin visualize`: see a concept by scaling its map and rendering the result (paper §3.5, App. E)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from viscoin_cli.cli import _interpret as common
+from viscoin_cli.cli import options as o
+from viscoin_cli.cli.app import app
+from viscoin_cli.errors import UserError
+from viscoin_cli.shipped import DEFAULT_MODEL
+
+WHAT = "What to show"
+PADDING = 2  # pixels between grid tiles (save_grid's default)
+
+
+def parse_lambda(text: str, option: str) -> float:
+    """One finite number (not via click's float: 'abc', nan and inf must each be a one-line error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{option} {text!r}: not a number") from None
+    if not math.isfinite(value):
+        raise UserError(f"{option} {text!r}: λ must be a finite number")
+    return value
+
+
+def resolve_lambdas(single: str | None, sweep: str | None) -> list[float]:
+    """The λ columns: the given value(s) and 1 (the plain reconstruction), ascending, without repeats."""
+    if single is not None and sweep is not None:
+        raise UserError("pass --lambda or --lambdas, not both")
+    if sweep is not None:
+        parts = [part.strip() for part in sweep.split(",")]
+        if not parts or any(not part for part in parts):
+            raise UserError(f"--lambdas {sweep!r}: expected comma-separated numbers, e.g. 0,1,2,4")
+        given = [parse_lambda(part, "--lambdas") for part in parts]
+    else:
+        given = [parse_lambda(single if single is not None else "3", "--lambda")]
+    return sorted({*given, 1.0})
+
+
+def _output_file(out: Path | None, default_name: str) -> Path:
+    if out is None:
+        return Path(default_name)
+    if out.is_dir():
+        return out / default_name
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: expected a .png file name (or an existing folder)")
+    return out
+
+
+def _output_folder(out: Path | None) -> Path:
+    folder = out or Path("concept-pairs")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder}: --top-pairs writes one grid per pair into a folder, and this is a file")
+    if folder.suffix.lower() == ".png":
+        raise UserError(f"--out {folder}: --top-pairs writes one grid per pair into a folder, not a .png file")
+    return folder
+
+
+@app.command("visualize", rich_help_panel="Interpret")
+def visualize(
+    concept: Annotated[
+        int | None, typer.Option("--concept", help="The concept to show (0..K-1).", show_default=False)
+    ] = None,
+    lambda_: Annotated[
+        str | None,
+        typer.Option(
+            "--lambda", metavar="<float>", help="Scale of the concept's map [default: 3].", show_default=False
+        ),
+    ] = None,
+    lambdas: Annotated[
+        str | None,
+        typer.Option(
+            "--lambdas", metavar="<list>", help="A λ sweep instead of one value, e.g. 0,1,2,4.", show_default=False
+        ),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Test images shown (rows): where the concept is most active.")
+    ] = 6,
+    class_: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            metavar="<class>",
+            help="Take the samples from this class (index or name) [default: the class the concept is most relevant "
+            "for].",
+            rich_help_panel=WHAT,
+            show_default=False,
+        ),
+    ] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--image",
+            metavar="<path>",
+            help="Show these image files instead of test samples (repeatable).",
+            rich_help_panel=WHAT,
+        ),
+    ] = None,
+    top_pairs: Annotated[
+        int | None,
+        typer.Option(
+            "--top-pairs",
+            help="One grid for each of the N (class, concept) pairs of highest global relevance, written into the "
+            "--out folder; --concept is not needed.",
+            rich_help_panel=WHAT,
+            show_default=False,
+        ),
+    ] = None,
+    diff: Annotated[
+        bool,
+        typer.Option(
+            "--diff",
+            help="Three more columns per λ ≠ 1: added = max(x̃_λ − x̃_1, 0), removed = max(x̃_1 − x̃_λ, 0) and the "
+            "per-pixel energy ‖x̃_λ − x̃_1‖² (gray); black = no change, white = the largest change in the row.",
+            rich_help_panel=WHAT,
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="PNG file, or an existing folder, to write [default: concept-K.png]; with --top-pairs, the folder "
+            "[default: concept-pairs].",
+            show_default=False,
+        ),
+    ] = None,
+    model_path: o.Model = DEFAULT_MODEL,
+    classifier: common.ParentClassifier = None,
+    generator: common.ParentGenerator = None,
+    data_root: o.DataRoot = None,
+    bbox_crop: o.BboxCrop = False,
+    skip_bad_images: o.SkipBadImages = False,
+    batch_size: common.BatchSize = 128,
+    device: o.Device = "auto",
+    precision: o.Precision = "fp32",
+    workers: o.Workers = None,
+    quiet: o.Quiet = False,
+    json_out: o.Json = False,
+) -> None:
+    """Show what a concept encodes: render images with its map scaled by λ.
+
+    x̃_λ = G(Ω(Φ', γ)) where Φ'_k = λ·Φ_k and every other concept is untouched: λ = 1 is the plain
+    reconstruction, λ = 0 removes the concept, λ up to 3-4 stays reliable. The PNG grid has one row per
+    sample and the columns input, x̃_λ for each λ in increasing order (1 is always included), then the
+    --diff views. Samples: the --samples test images where the concept is most active among those predicted
+    as its most relevant class (global relevance), or as --class, or the --image files (resized and
+    centre-cropped to the model's resolution).
+
+    Example: viscoin visualize --concept 42 --lambdas 0,1,2,4 --diff --out concept-42.png
+    """
+    from viscoin_cli.console import make_console
+
+    images = image or []
+    common.check_positive(samples, "--samples")
+    common.check_positive(batch_size, "--batch-size")
+    if top_pairs is not None:
+        common.check_positive(top_pairs, "--top-pairs")
+        if images or class_ is not None:
+            raise UserError(
+                "--top-pairs picks classes and samples itself: it cannot be combined with --image or --class"
+            )
+    elif concept is None:
+        raise UserError("--concept is required (or --top-pairs N)")
+    if images and class_ is not None:
+        raise UserError("--image and --class cannot be combined: --class picks test samples, --image replaces them")
+    lams = resolve_lambdas(lambda_, lambdas)
+    facts = common.read_model(model_path)
+    names = facts.class_names
+    if concept is not None and not 0 <= concept < facts.num_concepts:
+        raise UserError(f"--concept {concept}: out of range (the model has concepts 0..{facts.num_concepts - 1})")
+    cls = common.parse_class(class_, names) if class_ is not None else None
+    if top_pairs is not None:
+        folder = _output_folder(out)
+    else:
+        target = _output_file(out, f"concept-{concept}.png")
+    console = make_console(quiet=quiet)
+    if top_pairs is not None and concept is not None:
+        console.print("note: --concept is ignored with --top-pairs")
+
+    import torch
+    from rich.markup import escape
+
+    from viscoin_cli.data.images import load_image_files
+    from viscoin_cli.interpret.amplify import amplify, top_activating
+    from viscoin_cli.interpret.encode import encode_dataset
+    from viscoin_cli.interpret.relevance import global_relevance, local_relevance, top_concepts
+    from viscoin_cli.interpret.visualize import column_names, sweep_tiles
+    from viscoin_cli.io.images import save_grid
+    from viscoin_cli.runtime import setup_runtime
+
+    test_set = None
+    if images:
+        pictures = load_image_files(images, facts.resolution, facts.dataset.get("channels", 3))
+    else:
+        test_set = common.load_test_split(facts, data_root, bbox_crop, skip_bad_images)
+    rt = setup_runtime(device=device, precision=precision)
+    model = common.load_model(facts, rt, classifier, generator)
+    weight = model.theta.linear.weight.detach().float().cpu()
+
+    def grid(encoded, inputs: torch.Tensor, k: int, path: Path, sources: list[dict[str, Any]], head: dict) -> dict:
+        """Render and write one grid; what the JSON says about it (`sources`: where each row comes from)."""
+        renders = amplify(model, encoded.concept_maps, encoded.support, k, lams, batch_size=batch_size)
+        columns = column_names(lams, diff)
+        save_grid(sweep_tiles(inputs, renders, lams, diff), path, columns=len(columns), padding=PADDING)
+        local = local_relevance(encoded.pooled, weight, encoded.predicted)
+        rows = []
+        for row, source in enumerate(sources):
+            predicted, label = int(encoded.predicted[row]), int(encoded.labels[row])
+            rows.append(
+                {
+                    **source,
+                    "label": label if label >= 0 else None,
+                    "predicted": predicted,
+                    "predicted_name": names[predicted],
+                    "activation": float(encoded.pooled[row, k]),
+                    "relevance": float(local[row, k]),
+                }
+            )
+        size = inputs.shape[-1]
+        return {
+            "path": str(path),
+            "concept": k,
+            **head,
+            "lambdas": lams,
+            "columns": columns,
+            "samples": rows,
+            "grid": {
+                "rows": len(rows),
+                "columns": len(columns),
+                "width": len(columns) * (size + PADDING) + PADDING,
+                "height": len(rows) * (size + PADDING) + PADDING,
+            },
+        }
+
+    if images:
+        encoded = common.encode_images(model, pictures, None, rt, batch_size)
+        head = {"class": None, "class_name": None, "class_relevance": None, "indices": None}
+        sources = [{"image": str(path)} for path in images]
+        _report([grid(encoded, pictures, concept, target, sources, head)], json_out, None)
+        return
+
+    console.print(f"encoding the {len(test_set)} test images of {test_set.name}")
+    encoded = encode_dataset(
+        model, test_set, rt, batch_size=batch_size, workers=o.default_workers(test_set.name, workers)
+    )
+    relevance = global_relevance(
+        local_relevance(encoded.pooled, weight, encoded.predicted), encoded.predicted, len(names)
+    )
+    if top_pairs is not None:
+        _, flat = top_concepts(relevance.flatten(), top_pairs)  # stable: ties in (class, concept) order
+        pairs = [divmod(int(i), facts.num_concepts) for i in flat]
+        paths = [folder / f"{rank:02d}-class-{c}-concept-{k}.png" for rank, (c, k) in enumerate(pairs, 1)]
+    else:
+        c = cls if cls is not None else int(relevance[:, concept].argmax())
+        if cls is None and relevance[c, concept] <= 0:
+            console.print(f"note: concept {concept} is relevant to no class (it is inactive or counts against)")
+        pairs, paths = [(c, concept)], [target]
+    docs = []
+    for (c, k), path in zip(pairs, paths, strict=True):
+        if not (encoded.predicted == c).any():
+            console.print(f"note: no test image is predicted as class {escape(names[c])}: showing images labelled so")
+        indices = top_activating(encoded, k, samples, cls=c).tolist()
+        head = {"class": c, "class_name": names[c], "class_relevance": float(relevance[c, k]), "indices": indices}
+        sources = [{"index": index} for index in indices]
+        inputs = common.split_images(test_set, indices)
+        docs.append(grid(encoded.subset(torch.tensor(indices)), inputs, k, path, sources, head))
+    _report(docs, json_out, folder if top_pairs is not None else None)
+
+
+def _report(docs: list[dict[str, Any]], json_out: bool, folder: Path | None) -> None:
+    """One line per grid on stdout (the result, shown even with --quiet), or the one JSON document."""
+    from viscoin_cli.console import print_json
+
+    if json_out:
+        print_json(docs[0] if folder is None else {"path": str(folder), "pairs": docs})
+        return
+    for doc in docs:
+        where = (
+            f"class {doc['class_name']} (relevance {doc['class_relevance']:+.3f})"
+            if doc["class"] is not None
+            else f"{len(doc['samples'])} images"
+        )
+        lambdas = ", ".join(f"{lam:g}" for lam in doc["lambdas"])
+        typer.echo(f"concept {doc['concept']}, {where}, λ = {lambdas}: {len(doc['samples'])} rows -> {doc['path']}")
