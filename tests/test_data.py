@@ -49,6 +49,28 @@ def test_digits_splits_are_fixed_and_stratified():
     assert load_dataset("digits", "test").labels == test.labels
 
 
+def test_digits_split_and_data_are_scikit_learns():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from viscoin_cli.data.digits import SPLIT_SEED, TEST_FRACTION, TEST_INDICES, load_digits_arrays
+
+    digits = load_digits()
+    _, test = train_test_split(
+        list(range(len(digits.target))), test_size=TEST_FRACTION, stratify=digits.target, random_state=SPLIT_SEED
+    )
+    assert tuple(sorted(test)) == TEST_INDICES
+    images, target = load_digits_arrays()
+    assert np.array_equal(images, digits.images) and np.array_equal(target, digits.target)
+
+
+def test_loading_digits_does_not_import_scikit_learn():
+    code = "import sys; from viscoin_cli.data import load_dataset; load_dataset('digits', 'test'); "
+    code += "print('sklearn' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
 def test_digits_images_at_a_requested_resolution():
     dataset = load_dataset("digits", "train", resolution=48)
     assert_images(dataset, 48)
