@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +32,18 @@ class Encoded:
 
 
 @torch.no_grad()
-def encode_dataset(model, dataset: Dataset, rt: Runtime, batch_size: int = 64, workers: int = 0) -> Encoded:
-    """Concept maps, support, pooled activations and both models' logits for every sample of `dataset`."""
+def encode_dataset(
+    model,
+    dataset: Dataset,
+    rt: Runtime,
+    batch_size: int = 64,
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> Encoded:
+    """Concept maps, support, pooled activations and both models' logits for every sample of `dataset`.
+
+    `on_batch(n)` is called after each batch of n images (progress display).
+    """
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in Encoded.__dataclass_fields__}
     for images, labels in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         with rt.autocast():
@@ -40,4 +51,6 @@ def encode_dataset(model, dataset: Dataset, rt: Runtime, batch_size: int = 64, w
         for name in ("concept_maps", "support", "pooled", "logits", "f_logits"):
             parts[name].append(getattr(out, name).float().cpu())
         parts["labels"].append(torch.as_tensor(labels))
+        if on_batch is not None:
+            on_batch(len(images))
     return Encoded(**{name: torch.cat(tensors) for name, tensors in parts.items()})

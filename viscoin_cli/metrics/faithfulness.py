@@ -8,7 +8,7 @@ applied to the rendered images. The random baseline zeroes as many concepts, cho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +48,12 @@ def faithfulness(
     seed: int = 0,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Median (and mean) FF per threshold, beside the random baseline, over the samples in `encoded`."""
+    """Median (and mean) FF per threshold, beside the random baseline, over the samples in `encoded`.
+
+    `on_batch(n)` is called after each batch of n samples (progress display).
+    """
     if predictor not in ("g", "f"):
         raise ValueError(f"predictor must be g or f, not {predictor!r}")
     generator = torch.Generator().manual_seed(seed)
@@ -70,6 +74,8 @@ def faithfulness(
                 full - probability_of(model, maps * keep_random, support, predicted, predictor)
             )
             values[threshold]["zeroed"].append(mask.sum(1).float())
+        if on_batch is not None:
+            on_batch(len(batch))
     result = {}
     for threshold, lists in values.items():
         ff, rand, zeroed = (torch.cat(lists[key]) for key in ("ff", "random", "zeroed"))

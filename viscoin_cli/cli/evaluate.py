@@ -1,0 +1,289 @@
+"""`viscoin evaluate`: the paper's metrics for a trained model, as a table or one JSON document, with CI gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from viscoin_cli.cli import _interpret as common
+from viscoin_cli.cli import options as o
+from viscoin_cli.cli.app import app
+from viscoin_cli.errors import UserError
+from viscoin_cli.shipped import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from viscoin_cli.metrics.evaluation import Check, Settings
+
+EXIT_CHECK_FAILED = 1
+FAITH = "Faithfulness"
+CONSIST = "Consistency"
+RECON = "Reconstruction"
+CHECKS = "Checks (CI)"
+METRIC_HELP = "accuracy, reconstruction, faithfulness, consistency, all, or a comma list."
+KEYS_HELP = (
+    "KEY is a dotted path into the JSON's metrics, as the table prints it: accuracy.g, accuracy.f, "
+    "reconstruction.mse, reconstruction.fid, faithfulness.0.2.median, consistency.mean, "
+    "consistency.per_concept.3, ...; shortcuts: accuracy (= accuracy.g), agreement, mse, lpips, fid, "
+    "faithfulness (= faithfulness.0.2.median), consistency (= consistency.mean). Repeatable."
+)
+
+# Options shared with `viscoin report`, declared once.
+Samples = Annotated[
+    int,
+    typer.Option("--samples", help="Random test samples, median over them (all when fewer).", rich_help_panel=FAITH),
+]
+Thresholds = Annotated[
+    str,
+    typer.Option("--thresholds", help="Relevance thresholds τ: concepts with r > τ are zeroed.", rich_help_panel=FAITH),
+]
+Predictor = Annotated[
+    str,
+    typer.Option(
+        "--predictor",
+        help="Whose probability must drop: g (the concept head) or f (the classifier).",
+        rich_help_panel=FAITH,
+    ),
+]
+Lambda = Annotated[
+    float, typer.Option("--lambda", help="Φ_k is set to λ·a_max in the 'high' renders.", rich_help_panel=CONSIST)
+]
+ConsistencySamples = Annotated[
+    int,
+    typer.Option(
+        "--consistency-samples",
+        help="Samples per concept and split (train: SVM fit, test: score).",
+        rich_help_panel=CONSIST,
+    ),
+]
+Lpips = Annotated[
+    str | None,
+    typer.Option(
+        "--lpips",
+        help="LPIPS backbone: alex, vgg or none [default: alex when its weights are in the torch hub cache, "
+        "else skipped with a note].",
+        rich_help_panel=RECON,
+    ),
+]
+LpipsWeights = Annotated[
+    Path | None,
+    typer.Option(
+        "--lpips-weights",
+        help="torchvision AlexNet/VGG16 weights file [default: the torch hub cache].",
+        rich_help_panel=RECON,
+    ),
+]
+FidFeatures = Annotated[
+    str,
+    typer.Option(
+        "--fid-features",
+        help="FID features: classifier (f's pooled features, offline; comparable only with the same f) or "
+        "inception (the standard FID network; needs --inception-weights or the torch hub cache).",
+        rich_help_panel=RECON,
+    ),
+]
+InceptionWeights = Annotated[
+    Path | None,
+    typer.Option(
+        "--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth.", rich_help_panel=RECON
+    ),
+]
+
+
+def build_settings(
+    *,
+    num_concepts: int,
+    seed: int,
+    batch_size: int,
+    workers: int,
+    samples: int,
+    thresholds: str,
+    predictor: str,
+    lam: float,
+    consistency_samples: int,
+    concepts: str | None,
+    lpips: str | None,
+    lpips_weights: Path | None,
+    fid_features: str,
+    inception_weights: Path | None,
+) -> Settings:
+    """Validated settings (one-line errors), shared by `evaluate` and `report`."""
+    import math
+
+    from viscoin_cli.metrics.evaluation import FID_FEATURES, Settings, parse_indices, parse_thresholds
+
+    common.check_positive(batch_size, "--batch-size")
+    common.check_positive(samples, "--samples")
+    if consistency_samples < 2:
+        raise UserError(f"--consistency-samples {consistency_samples}: must be at least 2 (the SVM needs folds)")
+    if predictor not in ("g", "f"):
+        raise UserError(f"--predictor {predictor!r}: expected g or f")
+    if not math.isfinite(lam):
+        raise UserError(f"--lambda {lam}: must be a finite number")
+    if lpips is not None and lpips not in ("alex", "vgg", "none"):
+        raise UserError(f"--lpips {lpips!r}: expected alex, vgg or none")
+    if fid_features not in FID_FEATURES:
+        raise UserError(f"--fid-features {fid_features!r}: expected {' or '.join(FID_FEATURES)}")
+    if inception_weights is not None and fid_features != "inception":
+        raise UserError("--inception-weights applies to --fid-features inception")
+    return Settings(
+        seed=seed,
+        batch_size=batch_size,
+        workers=workers,
+        samples=samples,
+        thresholds=parse_thresholds(thresholds),
+        predictor=predictor,
+        lam=lam,
+        consistency_samples=consistency_samples,
+        concepts=parse_indices(concepts, num_concepts) if concepts is not None else None,
+        lpips=lpips,
+        lpips_weights=str(lpips_weights) if lpips_weights else None,
+        fid_features=fid_features,
+        inception_weights=str(inception_weights) if inception_weights else None,
+    )
+
+
+@app.command("evaluate", rich_help_panel="Interpret")
+def evaluate(
+    metric: Annotated[str, typer.Argument(help=METRIC_HELP, show_default=False, metavar="METRIC")],
+    model_path: o.Model = DEFAULT_MODEL,
+    classifier: common.ParentClassifier = None,
+    generator: common.ParentGenerator = None,
+    data_root: o.DataRoot = None,
+    bbox_crop: o.BboxCrop = False,
+    skip_bad_images: o.SkipBadImages = False,
+    lpips: Lpips = None,
+    lpips_weights: LpipsWeights = None,
+    fid_features: FidFeatures = "classifier",
+    inception_weights: InceptionWeights = None,
+    samples: Samples = 1000,
+    thresholds: Thresholds = "0.1,0.2,0.4",
+    predictor: Predictor = "g",
+    lam: Lambda = 2.0,
+    consistency_samples: ConsistencySamples = 100,
+    concepts: Annotated[
+        str | None,
+        typer.Option(
+            "--concepts", help="Concepts to score, e.g. 0,3,5 or 0-15 [default: all K].", rich_help_panel=CONSIST
+        ),
+    ] = None,
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-under",
+            metavar="KEY=VALUE",
+            help="Exit 1 when the number KEY is below VALUE. " + KEYS_HELP,
+            rich_help_panel=CHECKS,
+        ),
+    ] = None,
+    fail_over: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-over",
+            metavar="KEY=VALUE",
+            help="Exit 1 when KEY is above VALUE (for lower-is-better numbers: mse, lpips, fid).",
+            rich_help_panel=CHECKS,
+        ),
+    ] = None,
+    batch_size: common.BatchSize = 64,
+    device: o.Device = "auto",
+    seed: o.Seed = 0,
+    precision: o.Precision = "fp32",
+    workers: o.Workers = None,
+    quiet: o.Quiet = False,
+    json_out: o.Json = False,
+) -> None:
+    """Evaluate a VisCoIN model on its test split (paper §4.1): accuracy, reconstruction, faithfulness, consistency.
+
+    accuracy: test accuracy of g and of f, and how often g agrees with f.
+    reconstruction: MSE on [-1, 1], LPIPS, and FID between test images and their reconstructions (the FID
+    feature extractor is named in the output).
+    faithfulness: zero the concepts with local relevance above τ and measure the drop of the predicted
+    class's probability; median over --samples test samples, beside zeroing as many random concepts.
+    consistency: per concept, a linear SVM tells renders with Φ_k = λ·a_max from renders with Φ_k = 0 (f's
+    layer2 features); its test accuracy, mean ± std over concepts.
+
+    The same --seed gives the same numbers. --json prints one document with every number, the settings
+    and the seconds each metric took. --fail-under / --fail-over turn it into a CI gate: exit 1 when a
+    check fails (listed on stderr), 2 on a usage error.
+
+    Example: viscoin evaluate all --model runs/viscoin-cub/latest.safetensors --data-root ~/data/CUB_200_2011
+    --json --fail-under accuracy.g=0.75 --fail-under faithfulness.0.2.median=0.1
+    """
+    from viscoin_cli.metrics.evaluation import parse_check, parse_metrics
+
+    metrics = parse_metrics(metric)
+    checks = [parse_check(text, "under") for text in fail_under or []]
+    checks += [parse_check(text, "over") for text in fail_over or []]
+    facts = common.read_model(model_path)
+    settings = build_settings(
+        num_concepts=facts.num_concepts,
+        seed=seed,
+        batch_size=batch_size,
+        workers=o.default_workers(facts.dataset["name"], workers),
+        samples=samples,
+        thresholds=thresholds,
+        predictor=predictor,
+        lam=lam,
+        consistency_samples=consistency_samples,
+        concepts=concepts,
+        lpips=lpips,
+        lpips_weights=lpips_weights,
+        fid_features=fid_features,
+        inception_weights=inception_weights,
+    )
+
+    from viscoin_cli.console import make_console, print_json
+    from viscoin_cli.metrics.evaluation import open_evaluation
+    from viscoin_cli.runtime import setup_runtime
+
+    console = make_console(quiet=quiet or json_out)
+    rt = setup_runtime(device=device, precision=precision, seed=seed)
+    evaluation = open_evaluation(
+        facts.path,
+        rt,
+        settings,
+        data_root=data_root,
+        data_options={"bbox_crop": bbox_crop, "skip_bad_images": skip_bad_images},
+        classifier=classifier,
+        generator=generator,
+        console=console,
+    )
+    document = evaluation.evaluate(metrics, checks)
+    if json_out:
+        print_json(document)
+    else:
+        print_table(document)
+    report_checks(document, checks, make_console())
+
+
+def report_checks(document: dict[str, Any], checks: list[Check], console) -> None:
+    """One stderr line per failed check, then exit 1 if any failed."""
+    failed = [result for result in document.get("checks", []) if not result["passed"]]
+    for result in failed:
+        bound = result.get("fail_under", result.get("fail_over"))
+        relation = "below" if "fail_under" in result else "above"
+        console.print(f"check failed: {result['key']} = {result['value']:.4g} is {relation} {bound:g}")
+    if failed:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def print_table(document: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from viscoin_cli.metrics.evaluation import summary_rows
+
+    model, data = document["model"], document["dataset"]
+    table = Table(
+        title=f"{Path(model['path']).name} (sha256 {model['sha256']}, K={model['concepts']}) on "
+        f"{data['name']} {data['resolution']} px"
+    )
+    for column in ("key", "value", "detail"):
+        table.add_column(column, overflow="fold")
+    for row in summary_rows(document["metrics"]):
+        table.add_row(*row)
+    seconds = ", ".join(f"{name} {value:.1f}s" for name, value in document["seconds"].items())
+    table.caption = f"time: {seconds}"
+    Console(soft_wrap=False).print(table)

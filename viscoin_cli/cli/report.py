@@ -1,0 +1,217 @@
+"""`viscoin report`: a static HTML page with a model's metrics and one card per concept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from viscoin_cli.cli import _interpret as common
+from viscoin_cli.cli import evaluate as ev
+from viscoin_cli.cli import options as o
+from viscoin_cli.cli.app import app
+from viscoin_cli.errors import UserError
+from viscoin_cli.shipped import DEFAULT_MODEL
+
+PAGE = "Page"
+METRICS = "Metrics"
+DEFAULT_METRICS = "accuracy,reconstruction,faithfulness"
+
+
+def read_metrics_json(path: Path, model_sha256: str) -> dict[str, Any]:
+    """A `viscoin evaluate --json` document, checked to be about this model."""
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--metrics-json {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"--metrics-json {path}: not a JSON file ({type(err).__name__})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("metrics"), dict) or "model" not in document:
+        raise UserError(f"--metrics-json {path}: not the output of `viscoin evaluate --json`")
+    recorded = str(document["model"].get("sha256", ""))
+    if not recorded or not model_sha256.startswith(recorded):
+        raise UserError(f"--metrics-json {path}: computed for another model (sha256 {recorded or 'missing'})")
+    return document
+
+
+@app.command("report", rich_help_panel="Interpret")
+def report(
+    ctx: typer.Context,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for index.html, images/ and metrics.json (created; earlier report files replaced)."
+        ),
+    ],
+    model_path: o.Model = DEFAULT_MODEL,
+    classifier: common.ParentClassifier = None,
+    generator: common.ParentGenerator = None,
+    data_root: o.DataRoot = None,
+    bbox_crop: o.BboxCrop = False,
+    skip_bad_images: o.SkipBadImages = False,
+    concepts: Annotated[
+        str | None,
+        typer.Option("--concepts", help="Concepts to show, e.g. 0,3,5 or 0-15 [default: all K].", rich_help_panel=PAGE),
+    ] = None,
+    lambdas: Annotated[
+        str, typer.Option("--lambdas", help="λ values of each card's strip (1 = reconstruction).", rich_help_panel=PAGE)
+    ] = "0,1,2,4",
+    top: Annotated[int, typer.Option("--top", help="Most activating samples per card.", rich_help_panel=PAGE)] = 8,
+    top_classes: Annotated[
+        int, typer.Option("--top-classes", help="Most relevant classes listed per card.", rich_help_panel=PAGE)
+    ] = 3,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="Split for relevance and samples: test (as `viscoin relevance`) or train.",
+            rich_help_panel=PAGE,
+        ),
+    ] = "test",
+    metrics: Annotated[
+        str,
+        typer.Option(
+            "--metrics",
+            help="Metrics computed for the page: a comma list of accuracy, reconstruction, faithfulness, "
+            "consistency (over the shown concepts), or all, or none.",
+            rich_help_panel=METRICS,
+        ),
+    ] = DEFAULT_METRICS,
+    metrics_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-json",
+            help="Show this `viscoin evaluate --json` output instead of computing metrics.",
+            rich_help_panel=METRICS,
+        ),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Faithfulness: random test samples.", rich_help_panel=METRICS)
+    ] = 200,
+    consistency_samples: Annotated[
+        int,
+        typer.Option(
+            "--consistency-samples", help="Consistency: samples per concept and split.", rich_help_panel=METRICS
+        ),
+    ] = 100,
+    batch_size: common.BatchSize = 64,
+    device: o.Device = "auto",
+    seed: o.Seed = 0,
+    precision: o.Precision = "fp32",
+    workers: o.Workers = None,
+    quiet: o.Quiet = False,
+    json_out: o.Json = False,
+) -> None:
+    """Write a static HTML report: the model's metrics and one card per concept.
+
+    Each card lists the classes the concept is most relevant for (global relevance), shows its most
+    activating sample rendered with the concept scaled by each --lambdas value, and its --top most
+    activating samples. The page is DIR/index.html with its images in DIR/images/: no server and no
+    network needed, open it in any browser, copy the folder anywhere. Metrics are computed as `viscoin
+    evaluate` does (lighter: --samples 200, no consistency unless asked), or read with --metrics-json from
+    an earlier `viscoin evaluate ... --json`; they are also written to DIR/metrics.json.
+
+    Example: viscoin report --model runs/viscoin-cub/latest.safetensors --data-root ~/data/CUB_200_2011
+    --out report-cub --concepts 0-31
+    """
+    from viscoin_cli.metrics.evaluation import METRICS as METRIC_NAMES
+    from viscoin_cli.metrics.evaluation import parse_floats, parse_indices, parse_metrics
+
+    given = o.explicit_options(ctx)
+    if metrics_json is not None and "metrics" in given:
+        raise UserError("pass --metrics or --metrics-json, not both")
+    selected = [] if metrics_json is not None or metrics.strip() == "none" else parse_metrics(metrics, "--metrics")
+    for value, option in ((top, "--top"), (top_classes, "--top-classes")):
+        common.check_positive(value, option)
+    if split not in ("test", "train"):
+        raise UserError(f"--split {split!r}: expected test or train")
+    lambda_values = parse_floats(lambdas, "--lambdas")
+    facts = common.read_model(model_path)
+    shown = parse_indices(concepts, facts.num_concepts) if concepts else list(range(facts.num_concepts))
+    settings = ev.build_settings(
+        num_concepts=facts.num_concepts,
+        seed=seed,
+        batch_size=batch_size,
+        workers=o.default_workers(facts.dataset["name"], workers),
+        samples=samples,
+        thresholds="0.1,0.2,0.4",
+        predictor="g",
+        lam=2.0,
+        consistency_samples=consistency_samples,
+        concepts=concepts,
+        lpips=None,
+        lpips_weights=None,
+        fid_features="classifier",
+        inception_weights=None,
+    )
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+
+    from viscoin_cli.console import Progress, make_console, print_json
+    from viscoin_cli.interpret.report import build_cards, render_html, write_html
+    from viscoin_cli.io.checkpoint import sha256_file
+    from viscoin_cli.metrics.evaluation import open_evaluation
+    from viscoin_cli.runtime import setup_runtime
+
+    document = read_metrics_json(metrics_json, sha256_file(facts.path)) if metrics_json else None
+    console = make_console(quiet=quiet or json_out)
+    rt = setup_runtime(device=device, precision=precision, seed=seed)
+    evaluation = open_evaluation(
+        facts.path,
+        rt,
+        settings,
+        data_root=data_root,
+        data_options={"bbox_crop": bbox_crop, "skip_bad_images": skip_bad_images},
+        classifier=classifier,
+        generator=generator,
+        console=console,
+    )
+    evaluation.dataset(split)  # a missing --data-root fails before any metric runs
+    if selected:
+        document = evaluation.evaluate([m for m in METRIC_NAMES if m in selected])
+    out.mkdir(parents=True, exist_ok=True)
+    consistency = (document or {}).get("metrics", {}).get("consistency", {}).get("per_concept")
+    encoded = evaluation.encoded(split)
+    with Progress(console, len(shown), "concept cards") as progress:
+        cards = build_cards(
+            evaluation.model,
+            encoded,
+            evaluation.dataset(split),
+            shown,
+            out,
+            lambdas=lambda_values,
+            top=top,
+            top_classes=top_classes,
+            batch_size=batch_size,
+            autocast=rt.autocast,
+            consistency=consistency,
+            on_concept=lambda concept: progress.advance(1),
+        )
+    summary_doc = evaluation.document({})
+    page = render_html(
+        model=summary_doc["model"],
+        dataset=summary_doc["dataset"],
+        split=split,
+        cards=cards,
+        lambdas=lambda_values,
+        top=top,
+        metrics=document,
+        metrics_source=str(metrics_json) if metrics_json else None,
+    )
+    metrics_file = None
+    if document is not None:
+        metrics_file = out / "metrics.json"
+        metrics_file.write_text(json.dumps(document, indent=2) + "\n")
+    index = write_html(out, page)
+    summary = {
+        "index": str(index),
+        "cards": len(cards),
+        "images": 2 * len(cards),
+        "metrics_json": str(metrics_file) if metrics_file else None,
+    }
+    if json_out:
+        print_json(summary)
+    else:
+        typer.echo(f"report: {index} ({len(cards)} concept cards)")

@@ -1,0 +1,291 @@
+"""The static HTML report: a model's metrics and one card per concept (paper §3.5's views).
+
+Written as DIR/index.html plus DIR/images/*.png, linked relatively, with inline CSS and a few lines of
+inline script: no server, no network, no CDN, so the folder opens in any browser wherever it is copied.
+Images are files rather than base64 data URIs so that a K=256, 256 px report stays a page a browser opens
+at once (inline, it would be ~100 MB of HTML). If the images/ folder is left behind, the page says so.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from viscoin_cli import __version__
+from viscoin_cli.interpret.amplify import top_activating
+from viscoin_cli.interpret.encode import Encoded
+from viscoin_cli.interpret.relevance import global_relevance, local_relevance, top_concepts
+from viscoin_cli.io.images import save_grid
+
+IMAGES = "images"
+RELEVANT = 0.2  # a concept "matters" for a sample when its local relevance exceeds this (faithfulness' τ)
+
+
+@dataclass
+class Card:
+    """What one concept card shows."""
+
+    concept: int
+    top_classes: list[tuple[str, float]]  # (class name, global relevance > 0), most relevant first
+    max_activation: float
+    mean_activation: float
+    relevant_share: float  # fraction of samples where r_{k,x} > RELEVANT
+    top_samples: list[int]  # split indices, most activating first
+    lambda_image: str  # path relative to the report folder
+    top_image: str
+    consistency: float | None = None
+
+
+@torch.no_grad()
+def lambda_strips(
+    model,
+    encoded: Encoded,
+    samples: Sequence[int],
+    concepts: Sequence[int],
+    lambdas: Sequence[float],
+    batch_size: int,
+    autocast: Callable[[], Any],
+) -> torch.Tensor:
+    """[n, L, C, H, W]: sample i rendered with Φ_{concept i} scaled by each λ.
+
+    Like `amplify`, but batched across concepts (one sample each), so a K=256 report is ~4K/batch render
+    calls instead of 4K.
+    """
+    device = next(model.parameters()).device
+    index = torch.as_tensor(list(samples)).repeat_interleave(len(lambdas))
+    which = torch.as_tensor(list(concepts)).repeat_interleave(len(lambdas))
+    scale = torch.as_tensor(list(lambdas), dtype=torch.float32).repeat(len(samples))
+    renders = []
+    for start in range(0, len(index), batch_size):
+        part = slice(start, start + batch_size)
+        maps = encoded.concept_maps[index[part]].clone()
+        rows = torch.arange(len(maps))
+        maps[rows, which[part]] *= scale[part, None, None]
+        with autocast():
+            rendered = model.render(maps.to(device), encoded.support[index[part]].to(device))
+        renders.append(rendered.float().clamp(-1, 1).cpu())
+    images = torch.cat(renders)
+    return images.reshape(len(samples), len(lambdas), *images.shape[1:])
+
+
+def build_cards(
+    model,
+    encoded: Encoded,
+    dataset,
+    concepts: Sequence[int],
+    out: Path,
+    *,
+    lambdas: Sequence[float],
+    top: int,
+    top_classes: int,
+    batch_size: int,
+    autocast: Callable[[], Any],
+    consistency: dict[str, float] | None = None,
+    on_concept: Callable[[int], None] | None = None,
+) -> list[Card]:
+    """Render and write every card's images into out/images/, and return what the cards say."""
+    class_names = list(dataset.class_names)
+    weight = model.theta.linear.weight.detach().float().cpu()
+    local = local_relevance(encoded.pooled, weight, encoded.predicted)
+    relevance = global_relevance(local, encoded.predicted, len(class_names))  # [C, K]
+    folder = out / IMAGES
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("concept-*.png"):  # a previous report's cards, maybe of other concepts
+        stale.unlink()
+    tops = [top_activating(encoded, k, top) for k in concepts]
+    cards = []
+    chunk = max(1, batch_size // len(lambdas))  # concepts per rendering round: bounded memory for K=256
+    for start in range(0, len(concepts), chunk):
+        part = list(concepts[start : start + chunk])
+        part_tops = tops[start : start + chunk]
+        strips = lambda_strips(model, encoded, [int(t[0]) for t in part_tops], part, lambdas, batch_size, autocast)
+        for concept, indices, strip in zip(part, part_tops, strips, strict=True):
+            originals = torch.stack([dataset[int(i)][0] for i in indices])
+            lambda_name = f"{IMAGES}/concept-{concept:03d}-lambda.png"
+            top_name = f"{IMAGES}/concept-{concept:03d}-top.png"
+            save_grid(torch.cat([originals[:1], strip]), out / lambda_name, columns=len(lambdas) + 1)
+            save_grid(originals, out / top_name, columns=len(originals))
+            values, classes = top_concepts(relevance[:, concept], min(top_classes, len(class_names)))
+            ranked = zip(classes.tolist(), values.tolist(), strict=True)
+            cards.append(
+                Card(
+                    concept=concept,
+                    top_classes=[(class_names[c], v) for c, v in ranked if v > 0],
+                    max_activation=encoded.pooled[:, concept].max().item(),
+                    mean_activation=encoded.pooled[:, concept].mean().item(),
+                    relevant_share=(local[:, concept] > RELEVANT).float().mean().item(),
+                    top_samples=[int(i) for i in indices],
+                    lambda_image=lambda_name,
+                    top_image=top_name,
+                    consistency=(consistency or {}).get(str(concept)),
+                )
+            )
+            if on_concept is not None:
+                on_concept(concept)
+    return cards
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTML
+
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1400px;
+       padding: 1em 2em; color: #1d1d1f; background: #fafafa; }
+h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin: .2em 0 .4em; }
+.meta { color: #555; } code { background: #eee; padding: 0 .25em; border-radius: 3px; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; background: #fff; }
+td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(var(--card), 1fr)); gap: 1em; }
+.card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: .7em .9em; }
+.card figure { margin: .5em 0; } .card figcaption { color: #555; font-size: .9em; }
+.card img { max-width: 100%; height: auto; display: block; }
+img.pixelated { image-rendering: pixelated; }
+.classes { margin: .4em 0; } .stats { color: #555; font-size: .9em; }
+#banner { display: none; background: #fde2e1; border: 1px solid #e99; padding: .6em 1em; margin: 1em 0; }
+#filter { padding: .3em .5em; width: 22em; }
+"""
+
+SCRIPT = """
+(function () {
+  function check() {
+    var images = Array.prototype.slice.call(document.images);
+    var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; });
+    document.body.setAttribute("data-images", broken.length ? "broken" : "ok");
+    document.body.setAttribute("data-images-loaded", String(images.length - broken.length));
+    if (broken.length) {
+      var banner = document.getElementById("banner");
+      banner.textContent = broken.length + " of " + images.length +
+        " images did not load: keep the images/ folder next to index.html.";
+      banner.style.display = "block";
+    }
+  }
+  if (document.readyState === "complete") { check(); } else { window.addEventListener("load", check); }
+  var filter = document.getElementById("filter");
+  if (filter) {
+    filter.addEventListener("input", function () {
+      var text = filter.value.trim().toLowerCase();
+      document.querySelectorAll(".card").forEach(function (card) {
+        card.hidden = text !== "" && card.getAttribute("data-search").indexOf(text) < 0;
+      });
+    });
+  }
+})();
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _metrics_html(document: dict[str, Any] | None, source: str | None) -> str:
+    from viscoin_cli.metrics.evaluation import summary_rows
+
+    if document is None:
+        return (
+            "<p class='meta'>No metrics on this page: run <code>viscoin evaluate all --json</code> and pass its "
+            "output with <code>--metrics-json</code>, or pass <code>--metrics</code>.</p>"
+        )
+    rows = "".join(
+        f"<tr><td><code>{_e(key)}</code></td><td class='num'>{_e(value)}</td><td>{_e(detail)}</td></tr>"
+        for key, value, detail in summary_rows(document["metrics"])
+    )
+    settings = document.get("settings", {})
+    shown = ", ".join(
+        f"{name} {value}" for name, value in settings.items() if value is not None and not name.endswith("_weights")
+    )
+    seconds = ", ".join(f"{name} {value:.1f} s" for name, value in document.get("seconds", {}).items())
+    origin = f" (from {_e(source)})" if source else ""
+    return (
+        f"<table><tr><th>key</th><th>value</th><th>detail</th></tr>{rows}</table>"
+        f"<p class='meta'>Settings{origin}: {_e(shown)}.<br>Time: {_e(seconds)}.</p>"
+    )
+
+
+def _card_html(card: Card, lambdas: Sequence[float], width: int, pixelated: bool) -> str:
+    classes = ", ".join(f"<b>{_e(name)}</b> ({value:.3g})" for name, value in card.top_classes)
+    classes = classes or "<span class='stats'>no class (the concept is never relevant)</span>"
+    image_class = " class='pixelated'" if pixelated else ""
+    lambda_caption = "the top sample, then rendered with Φ scaled by λ = " + ", ".join(f"{v:g}" for v in lambdas)
+    consistency = f" · consistency {card.consistency:.3f}" if card.consistency is not None else ""
+    search = " ".join([f"concept {card.concept}", *(name for name, _ in card.top_classes)]).lower()
+    samples = ", ".join(map(str, card.top_samples))
+    return f"""
+<section class="card" id="concept-{card.concept}" data-concept="{card.concept}" data-search="{_e(search)}">
+  <h2>Concept {card.concept}</h2>
+  <div class="stats">max φ̄ {card.max_activation:.3f} · mean φ̄ {card.mean_activation:.3f} ·
+    relevant (r &gt; {RELEVANT:g}) for {100 * card.relevant_share:.1f}% of samples{consistency}</div>
+  <p class="classes">Most relevant for: {classes}</p>
+  <figure><img{image_class} src="{_e(card.lambda_image)}" width="{width * (len(lambdas) + 1)}"
+      alt="concept {card.concept}: lambda strip" loading="eager">
+    <figcaption>{_e(lambda_caption)}</figcaption></figure>
+  <figure><img{image_class} src="{_e(card.top_image)}" width="{width * len(card.top_samples)}"
+      alt="concept {card.concept}: top-activating samples" loading="eager">
+    <figcaption>Most activating samples (indices {_e(samples)})</figcaption></figure>
+</section>"""
+
+
+def render_html(
+    *,
+    model: dict[str, Any],
+    dataset: dict[str, Any],
+    split: str,
+    cards: list[Card],
+    lambdas: Sequence[float],
+    top: int,
+    metrics: dict[str, Any] | None,
+    metrics_source: str | None,
+) -> str:
+    """The whole page as a string."""
+    resolution = int(dataset["resolution"])
+    scale = max(1, math.ceil(64 / resolution))  # tiny images are shown enlarged (pixelated)
+    width = (resolution + 2) * scale
+    card_width = max(width * (max(len(lambdas) + 1, top)) + 40, 320)
+    body = "".join(_card_html(card, lambdas, width, scale > 1) for card in cards)
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    path = Path(model["path"])
+    title = f"VisCoIN report: {path.parent.name}/{path.name}" if path.parent.name else f"VisCoIN report: {path.name}"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{CSS} :root {{ --card: {min(card_width, 1300)}px; }}</style>
+</head>
+<body data-images="pending">
+<h1>{_e(title)}</h1>
+<p class="meta">Model <code>{_e(model["path"])}</code> (sha256 {_e(model["sha256"])}, K = {model["concepts"]}
+concepts) · dataset {_e(dataset["name"])}, {resolution} px, {_e(split)} split for relevance and samples ·
+viscoin {_e(__version__)} · {created}</p>
+<div id="banner"></div>
+<h2>Metrics</h2>
+{_metrics_html(metrics, metrics_source)}
+<h2>Concepts ({len(cards)} of {model["concepts"]})</h2>
+<p class="meta">Each card: the classes the concept is most relevant for (mean local relevance over the samples
+predicted as the class), its top sample rendered with the concept map scaled by λ (λ = 1 is the
+reconstruction, λ = 0 removes the concept), and the samples where it activates most.</p>
+<p><input id="filter" type="search" placeholder="filter by class name or 'concept 12'"></p>
+<div class="cards">{body}
+</div>
+<script>{SCRIPT}</script>
+</body>
+</html>
+"""
+
+
+def write_html(out: Path, page: str) -> Path:
+    """index.html, written atomically."""
+    path = out / "index.html"
+    tmp = path.with_name(f".index.html.{os.getpid()}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,576 @@
+"""The evaluation pipeline behind `viscoin evaluate` and `viscoin report` (paper §4.1, METHOD.md).
+
+One `Evaluation` per model: it loads and encodes each split once and every metric reuses those encodings
+(renders start from the stored Φ and γ, so no image goes through f twice). The result is one JSON-ready
+document; `--fail-under` / `--fail-over` checks name its numbers by dotted paths into `document["metrics"]`
+(`accuracy.g`, `faithfulness.0.2.median`, `consistency.per_concept.3`), so every number the command can
+print is a number a CI job can gate on, and the key names are the ones it prints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from viscoin_cli.console import Progress, make_console
+from viscoin_cli.errors import UserError
+from viscoin_cli.interpret.encode import Encoded, encode_dataset
+from viscoin_cli.io.checkpoint import CheckpointMeta, sha256_file
+from viscoin_cli.runtime import Runtime
+
+METRICS = ("accuracy", "reconstruction", "faithfulness", "consistency")
+DEFAULT_THRESHOLDS = (0.1, 0.2, 0.4)
+FID_FEATURES = ("classifier", "inception")
+LPIPS_MIN_SIZE = 64  # LPIPS' AlexNet pools a 16 px image down to nothing; smaller images are upsampled (choice)
+# Short names for the numbers people gate on most; everything else is its full dotted path.
+ALIASES = {
+    "accuracy": "accuracy.g",
+    "agreement": "accuracy.agreement",
+    "mse": "reconstruction.mse",
+    "lpips": "reconstruction.lpips",
+    "fid": "reconstruction.fid",
+    "faithfulness": "faithfulness.0.2.median",
+    "consistency": "consistency.mean",
+}
+FAITHFULNESS_FIELDS = ("median", "random_median", "mean", "random_mean", "mean_concepts_zeroed", "samples")
+
+
+@dataclass
+class Settings:
+    """Every knob of an evaluation; recorded in the output so a number can be reproduced."""
+
+    seed: int = 0
+    batch_size: int = 64
+    workers: int = 0
+    samples: int = 1000  # faithfulness: random test samples (all when fewer)
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    predictor: str = "g"
+    lam: float = 2.0  # consistency λ
+    consistency_samples: int = 100  # per concept and split
+    concepts: list[int] | None = None  # consistency: None = all K
+    lpips: str | None = None  # alex | vgg | none; None = alex when its weights are in the torch hub cache
+    lpips_weights: str | None = None
+    fid_features: str = "classifier"
+    inception_weights: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["thresholds"] = list(self.thresholds)
+        document["lambda"] = document.pop("lam")
+        return document
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parsing user input (pure Python: the CLI validates before it loads anything)
+
+
+def parse_metrics(text: str, option: str = "METRIC") -> list[str]:
+    """`all`, one metric or a comma list -> metric names in canonical order."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UserError(f"{option} {text!r}: expected one of {', '.join(METRICS)} or all")
+    if "all" in names:
+        return list(METRICS)
+    for name in names:
+        if name not in METRICS:
+            raise UserError(f"{option} {name!r}: unknown metric, expected one of {', '.join(METRICS)} or all")
+    return [name for name in METRICS if name in names]
+
+
+def parse_floats(text: str, option: str) -> list[float]:
+    """`0.1,0.2,0.4` -> [0.1, 0.2, 0.4]; anything that is not a finite number is a one-line error."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise UserError(f"{option} {text!r}: {part.strip()!r} is not a number") from None
+        if not math.isfinite(value):
+            raise UserError(f"{option} {text!r}: {part.strip()} is not a finite number")
+        values.append(value)
+    return values
+
+
+def parse_thresholds(text: str) -> tuple[float, ...]:
+    """Relevance thresholds τ: distinct numbers in [0, 1) (relevance is at most 1)."""
+    values = parse_floats(text, "--thresholds")
+    for value in values:
+        if not 0 <= value < 1:
+            raise UserError(f"--thresholds {text!r}: {value:g} is outside [0, 1) (local relevance is at most 1)")
+    if len({f"{v:g}" for v in values}) != len(values):
+        raise UserError(f"--thresholds {text!r}: a threshold is repeated")
+    return tuple(values)
+
+
+def parse_indices(text: str, count: int, option: str = "--concepts") -> list[int]:
+    """`0,3,5`, `0-7` or a mix -> distinct indices below `count`, in the order given."""
+    indices: list[int] = []
+    for part in text.split(","):
+        bounds = part.strip().split("-")
+        if len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
+            raise UserError(f"{option} {text!r}: expected indices like 0,3,5 or 0-7")
+        first, last = int(bounds[0]), int(bounds[-1])
+        if last < first:
+            raise UserError(f"{option} {text!r}: range {part.strip()} runs backwards")
+        indices.extend(i for i in range(first, last + 1) if i not in indices)
+    out_of_range = [i for i in indices if i >= count]
+    if out_of_range:
+        raise UserError(f"{option} {out_of_range[0]}: concept index out of range (the model has 0..{count - 1})")
+    return indices
+
+
+@dataclass(frozen=True)
+class Check:
+    """`--fail-under KEY=VALUE` (fails when the number is below VALUE) or `--fail-over` (above)."""
+
+    key: str  # canonical dotted path into document["metrics"]
+    bound: float
+    direction: str  # "under" | "over"
+    given: str  # as typed, for messages
+
+    def failed(self, value: float) -> bool:
+        return value < self.bound if self.direction == "under" else value > self.bound
+
+
+def parse_check(text: str, direction: str) -> Check:
+    key, sep, value = text.partition("=")
+    option = f"--fail-{direction}"
+    if not sep or not key.strip():
+        raise UserError(f"{option} {text!r}: expected KEY=VALUE, e.g. accuracy.g=0.95")
+    (bound,) = parse_floats(value, f"{option} {key.strip()}=")
+    key = key.strip()
+    return Check(canonical_key(key), bound, direction, key)
+
+
+def canonical_key(key: str) -> str:
+    """Shortcuts resolved, and a threshold written any way (0.20, .2) spelled as the document spells it
+    (0.2); `faithfulness.0.2` alone means its median."""
+    key = ALIASES.get(key, key)
+    head, _, rest = key.partition(".")
+    if head != "faithfulness" or not rest:
+        return key
+    threshold, _, field_name = rest.rpartition(".")
+    for value, name in ((rest, "median"), (threshold, field_name)):
+        try:
+            return f"faithfulness.{float(value):g}.{name}"
+        except ValueError:
+            continue
+    return key
+
+
+def expected_keys(metrics: Sequence[str], settings: Settings, num_concepts: int, lpips_on: bool) -> set[str]:
+    """The numeric keys the document's `metrics` will hold: checks are validated against them before any
+    computation, so a typo fails in a second, not after an hour of rendering."""
+    keys: set[str] = set()
+    if "accuracy" in metrics:
+        keys |= {"accuracy.g", "accuracy.f", "accuracy.agreement", "accuracy.samples"}
+    if "reconstruction" in metrics:
+        keys |= {"reconstruction.mse", "reconstruction.fid", "reconstruction.samples"}
+        keys |= {"reconstruction.lpips"} if lpips_on else set()
+    if "faithfulness" in metrics:
+        keys.add("faithfulness.samples")
+        keys |= {f"faithfulness.{t:g}.{name}" for t in settings.thresholds for name in FAITHFULNESS_FIELDS}
+    if "consistency" in metrics:
+        concepts = range(num_concepts) if settings.concepts is None else settings.concepts
+        keys |= {f"consistency.{name}" for name in ("mean", "std", "lambda", "samples", "concepts")}
+        keys |= {f"consistency.per_concept.{k}" for k in concepts}
+    return keys
+
+
+def validate_checks(checks: Iterable[Check], keys: set[str], metrics: Sequence[str]) -> None:
+    for check in checks:
+        if check.key in keys:
+            continue
+        metric = check.key.split(".", 1)[0]
+        if metric in METRICS and metric not in metrics:
+            raise UserError(f"--fail-{check.direction} {check.given}: {metric} is not computed (evaluate {metric})")
+        if check.key == "reconstruction.lpips":
+            raise UserError(f"--fail-{check.direction} {check.given}: LPIPS is not computed in this run (see --lpips)")
+        same = sorted(k for k in keys if k.startswith(f"{metric}.") and ".per_concept." not in k)
+        shown = ", ".join((same or sorted(ALIASES))[:6])
+        raise UserError(f"--fail-{check.direction} {check.given}: unknown key (try {shown}, ...; see --help)")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested dicts as {"a.b.c": value} (strings, lists and nulls left out)."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, path + "."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[path] = value
+    return flat
+
+
+def run_checks(document: dict[str, Any], checks: Iterable[Check]) -> list[dict[str, Any]]:
+    """Each check with the value it saw and whether it passed (the document's `checks`)."""
+    flat = flatten(document["metrics"])
+    results = []
+    for check in checks:
+        value = flat[check.key]
+        results.append(
+            {
+                "key": check.key,
+                "fail_" + check.direction: check.bound,
+                "value": value,
+                "passed": not check.failed(value),
+            }
+        )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------
+# Presenting
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
+
+
+def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(key, value, detail) rows for the table: the keys are the ones --fail-under takes."""
+    rows = []
+    if "accuracy" in metrics:
+        acc = metrics["accuracy"]
+        rows += [
+            ("accuracy.g", _number(acc["g"]), f"interpretable head g, {acc['samples']} test images"),
+            ("accuracy.f", _number(acc["f"]), "classifier f"),
+            ("accuracy.agreement", _number(acc["agreement"]), "g and f predict the same class"),
+        ]
+    if "reconstruction" in metrics:
+        rec = metrics["reconstruction"]
+        rows.append(("reconstruction.mse", _number(rec["mse"]), "per-image MSE on [-1, 1], mean"))
+        lpips_detail = f"LPIPS ({rec['lpips_net']})" if rec["lpips"] is not None else rec["lpips_note"]
+        rows.append(("reconstruction.lpips", _number(rec["lpips"]), lpips_detail))
+        rows.append(("reconstruction.fid", _number(rec["fid"]), f"FID(x, x̃), features: {rec['fid_features']}"))
+    if "faithfulness" in metrics:
+        faith = metrics["faithfulness"]
+        for key, value in faith.items():
+            if isinstance(value, dict):
+                rows.append(
+                    (
+                        f"faithfulness.{key}.median",
+                        _number(value["median"]),
+                        f"τ={key}: random {_number(value['random_median'])}, "
+                        f"{value['mean_concepts_zeroed']:.1f} concepts zeroed, p of {faith['predictor']}, "
+                        f"{faith['samples']} samples",
+                    )
+                )
+    if "consistency" in metrics:
+        cons = metrics["consistency"]
+        rows.append(
+            (
+                "consistency.mean",
+                _number(cons["mean"]),
+                f"± {cons['std']:.4f} (std) over {cons['concepts']} concepts, λ={cons['lambda']:g}, "
+                f"{cons['samples']} samples per split",
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# The evaluation
+
+
+@dataclass
+class Evaluation:
+    """A model under evaluation: its splits and their encodings, loaded once and shared by the metrics."""
+
+    model: Any  # VisCoIN (or anything with its interface)
+    meta: CheckpointMeta
+    rt: Runtime
+    settings: Settings = field(default_factory=Settings)
+    data_root: Path | None = None
+    data_options: dict[str, bool] = field(default_factory=dict)  # bbox_crop, skip_bad_images
+    console: Console = field(default_factory=lambda: make_console(quiet=True))
+    seconds: dict[str, float] = field(default_factory=dict)
+    _datasets: dict[str, Any] = field(default_factory=dict)
+    _encoded: dict[str, Encoded] = field(default_factory=dict)
+    _lpips: Any = None
+    _lpips_note: str | None = None
+    _extractor: Any = None
+
+    @property
+    def num_concepts(self) -> int:
+        return int(self.meta.config["num_concepts"])
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.meta.dataset or {}
+
+    # --- data --------------------------------------------------------------------------------------
+
+    def dataset(self, split: str):
+        """The model's dataset at the model's resolution (no augmentation); checked against the model."""
+        if split not in self._datasets:
+            from viscoin_cli.data import load_dataset
+
+            facts = self.facts
+            data = load_dataset(
+                facts["name"], split, root=self.data_root, resolution=facts["resolution"], **self.data_options
+            )
+            if len(data) == 0:
+                raise UserError(f"the {split} split of {facts['name']} is empty")
+            if facts.get("class_names") and list(data.class_names) != list(facts["class_names"]):
+                raise UserError(f"{self.meta.path} was trained on other classes than those of {facts['name']} here")
+            self._datasets[split] = data
+        return self._datasets[split]
+
+    def encoded(self, split: str) -> Encoded:
+        """Φ, γ, φ̄ and both models' logits for every image of the split (computed once, kept on the CPU)."""
+        if split not in self._encoded:
+            data = self.dataset(split)
+            started = time.perf_counter()
+            with Progress(self.console, len(data), f"encode {split}") as progress:
+                self._encoded[split] = encode_dataset(
+                    self.model, data, self.rt, self.settings.batch_size, self.settings.workers, progress.advance
+                )
+            self.seconds[f"encode_{split}"] = time.perf_counter() - started
+        return self._encoded[split]
+
+    # --- setup that can fail: done before any long computation ------------------------------------
+
+    def prepare(self, metrics: Sequence[str]) -> None:
+        """Load the data and the metric networks the selection needs, so missing files fail first."""
+        self.dataset("test")
+        if "consistency" in metrics:
+            self.dataset("train")
+            wrong = [k for k in self.settings.concepts or () if not 0 <= k < self.num_concepts]
+            if wrong:
+                raise UserError(f"--concepts {wrong[0]}: concept index out of range (0..{self.num_concepts - 1})")
+        if "reconstruction" in metrics:
+            self._setup_lpips()
+            self._setup_fid()
+
+    def _setup_lpips(self) -> None:
+        from viscoin_cli.nets.lpips import BACKBONES, LPIPS, find_lpips_backbone
+
+        kind, weights = self.settings.lpips, self.settings.lpips_weights
+        if kind == "none":
+            self._lpips_note = "off (--lpips none)"
+            return
+        if kind is None and weights is None:  # default: AlexNet when its weights are at hand, else skip
+            try:
+                weights = str(find_lpips_backbone("alex"))
+            except UserError:
+                folder = Path(torch.hub.get_dir()) / "checkpoints"
+                self._lpips_note = (
+                    f"skipped: torchvision's {BACKBONES['alex'][1]} is not in {folder} "
+                    "(put it there or pass --lpips-weights PATH)"
+                )
+                return
+        self._lpips = LPIPS(kind or "alex", weights).to(self.rt.device)
+
+    def _setup_fid(self) -> None:
+        from viscoin_cli.metrics.fid import ClassifierFeatures, InceptionFeatures
+
+        if self.settings.fid_features == "inception":
+            self._extractor = InceptionFeatures(self.settings.inception_weights).to(self.rt.device)
+            return
+        parent = self.meta.parents.get("classifier", {})
+        digest = parent.get("sha256", "")[:12] or "unknown"
+        dim = self.model.f.fc.in_features
+        self._extractor = ClassifierFeatures(self.model.f, f"classifier f {digest} (pooled features, {dim}-d)")
+
+    @property
+    def lpips_on(self) -> bool:
+        return self._lpips is not None
+
+    # --- the metrics -------------------------------------------------------------------------------
+
+    def accuracy(self) -> dict[str, Any]:
+        """Test accuracy of g and f and how often they agree: read off the encodings, no rendering."""
+        test = self.encoded("test")
+        g_pred, f_pred = test.predicted, test.f_logits.argmax(1)
+        return {
+            "g": (g_pred == test.labels).float().mean().item(),
+            "f": (f_pred == test.labels).float().mean().item(),
+            "agreement": (g_pred == f_pred).float().mean().item(),
+            "samples": len(test),
+        }
+
+    @torch.no_grad()
+    def reconstruction(self) -> dict[str, Any]:
+        """Per-sample MSE on [-1, 1] (mean over the test split), LPIPS, and FID(x, x̃) in one pass.
+
+        Reconstructions are clamped to [-1, 1] (choice: the image a user sees; G can overshoot).
+        """
+        from viscoin_cli.metrics.fid import feature_statistics, frechet_distance
+
+        if self._extractor is None:
+            self._setup_lpips()
+            self._setup_fid()
+        test, data, device = self.encoded("test"), self.dataset("test"), self.rt.device
+        sums = {"mse": 0.0, "lpips": 0.0}
+        real_features, fake_features = [], []
+        start = 0
+        loader = DataLoader(data, batch_size=self.settings.batch_size, num_workers=self.settings.workers)
+        with Progress(self.console, len(data), "reconstruction") as progress:
+            for images, _ in loader:
+                index = slice(start, start + len(images))
+                start += len(images)
+                images = images.to(device)
+                with self.rt.autocast():
+                    recon = self.model.render(test.concept_maps[index].to(device), test.support[index].to(device))
+                recon = recon.float().clamp(-1, 1)
+                sums["mse"] += (recon - images).square().mean(dim=(1, 2, 3)).sum().item()
+                if self._lpips is not None:
+                    size = max(LPIPS_MIN_SIZE, images.shape[-1])
+                    resize = (lambda x: x) if size == images.shape[-1] else self._upsample(size)
+                    sums["lpips"] += self._lpips(resize(images), resize(recon)).sum().item()
+                with self.rt.autocast():
+                    real_features.append(self._extractor(images).float().cpu())
+                    fake_features.append(self._extractor(recon).float().cpu())
+                progress.advance(len(images))
+        fid = frechet_distance(
+            *feature_statistics(torch.cat(real_features).double().numpy()),
+            *feature_statistics(torch.cat(fake_features).double().numpy()),
+        )
+        count = len(data)
+        return {
+            "mse": sums["mse"] / count,
+            "lpips": sums["lpips"] / count if self._lpips is not None else None,
+            "lpips_net": self._lpips.kind if self._lpips is not None else None,
+            "lpips_note": self._lpips_note,
+            "fid": fid,
+            "fid_features": self._extractor.label,
+            "samples": count,
+        }
+
+    @staticmethod
+    def _upsample(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda x: F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+    def faithfulness_indices(self) -> torch.Tensor:
+        """The test samples faithfulness uses: `samples` drawn at random with the seed (all if fewer)."""
+        count = len(self.encoded("test"))
+        if self.settings.samples >= count:
+            return torch.arange(count)
+        generator = torch.Generator().manual_seed(self.settings.seed)
+        return torch.randperm(count, generator=generator)[: self.settings.samples].sort().values
+
+    @torch.no_grad()
+    def faithfulness(self) -> dict[str, Any]:
+        """Median FF per threshold beside the random baseline (metrics/faithfulness.py)."""
+        from viscoin_cli.metrics.faithfulness import faithfulness
+
+        subset = self.encoded("test").subset(self.faithfulness_indices())
+        with Progress(self.console, len(subset), "faithfulness") as progress, self.rt.autocast():
+            result = faithfulness(
+                self.model,
+                subset,
+                thresholds=self.settings.thresholds,
+                predictor=self.settings.predictor,
+                seed=self.settings.seed,
+                batch_size=self.settings.batch_size,
+                device=self.rt.device,
+                on_batch=progress.advance,
+            )
+        return {"predictor": self.settings.predictor, "samples": len(subset), **result}
+
+    def global_relevance(self, split: str = "train") -> torch.Tensor:
+        """r_{k,c} [C, K] over a split: which classes each concept serves."""
+        from viscoin_cli.interpret.relevance import global_relevance, local_relevance
+
+        encoded = self.encoded(split)
+        weight = self.model.theta.linear.weight.detach().float().cpu()
+        local = local_relevance(encoded.pooled, weight, encoded.predicted)
+        return global_relevance(local, encoded.predicted, weight.shape[0])
+
+    @torch.no_grad()
+    def consistency(self) -> dict[str, Any]:
+        """Mean ± std SVM accuracy over the concepts (metrics/consistency.py); global relevance from train."""
+        from viscoin_cli.metrics.consistency import consistency
+
+        train, test = self.encoded("train"), self.encoded("test")
+        relevance = self.global_relevance("train")
+        concepts = list(range(self.num_concepts)) if self.settings.concepts is None else self.settings.concepts
+        with Progress(self.console, len(concepts), "consistency (concepts)") as progress, self.rt.autocast():
+            result = consistency(
+                self.model,
+                train,
+                test,
+                relevance,
+                concepts=concepts,
+                lam=self.settings.lam,
+                samples=self.settings.consistency_samples,
+                seed=self.settings.seed,
+                batch_size=self.settings.batch_size,
+                device=self.rt.device,
+                on_concept=lambda concept, accuracy: progress.advance(1, last=accuracy),
+            )
+        return {"samples": self.settings.consistency_samples, "concepts": len(concepts), **result}
+
+    def run(self, metrics: Sequence[str]) -> dict[str, Any]:
+        """Compute the metrics in order; their results keyed by name (times go to `self.seconds`)."""
+        results = {}
+        for name in metrics:
+            started = time.perf_counter()
+            encode_before = sum(v for k, v in self.seconds.items() if k.startswith("encode_"))
+            results[name] = getattr(self, name)()
+            encode_during = sum(v for k, v in self.seconds.items() if k.startswith("encode_")) - encode_before
+            self.seconds[name] = time.perf_counter() - started - encode_during  # encoding is timed apart
+        return results
+
+    def evaluate(self, metrics: Sequence[str], checks: Sequence[Check] = ()) -> dict[str, Any]:
+        """Check the request, run the metrics and the checks: the `--json` document."""
+        self.prepare(metrics)
+        validate_checks(checks, expected_keys(metrics, self.settings, self.num_concepts, self.lpips_on), metrics)
+        document = self.document(self.run(metrics))
+        if checks:
+            document["checks"] = run_checks(document, checks)
+        return document
+
+    def document(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """What was evaluated, how, the numbers, and how long each step took (seconds)."""
+        seconds = {k: round(v, 3) for k, v in self.seconds.items()}
+        facts = self.facts
+        return {
+            "model": {
+                "path": str(self.meta.path),
+                "sha256": sha256_file(self.meta.path)[:16],
+                "concepts": self.num_concepts,
+                "step": self.meta.step,
+            },
+            "dataset": {
+                "name": facts.get("name"),
+                "resolution": facts.get("resolution"),
+                "num_classes": facts.get("num_classes"),
+                "test_images": len(self.dataset("test")),
+            },
+            "settings": {**self.settings.to_json(), "device": str(self.rt.device), "precision": self.rt.precision},
+            "metrics": metrics,
+            "seconds": seconds,
+        }
+
+
+def open_evaluation(
+    path: str | Path,
+    rt: Runtime,
+    settings: Settings,
+    *,
+    data_root: Path | None = None,
+    data_options: dict[str, bool] | None = None,
+    classifier: Path | None = None,
+    generator: Path | None = None,
+    console: Console | None = None,
+) -> Evaluation:
+    """Load the model (f and G verified against the hashes it records) for evaluation."""
+    from viscoin_cli.nets.viscoin import load_viscoin
+
+    started = time.perf_counter()
+    model, meta = load_viscoin(path, rt.device, classifier=classifier, generator=generator)
+    evaluation = Evaluation(model, meta, rt, settings, data_root, data_options or {}, console or make_console(True))
+    evaluation.seconds["load"] = time.perf_counter() - started
+    return evaluation
