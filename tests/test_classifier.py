@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torchvision
+from torchvision.models.resnet import BasicBlock as TorchvisionBasicBlock
 
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import save_checkpoint
-from viscoin_cli.nets.classifier import Classifier, load_classifier, load_initial_weights
+from viscoin_cli.nets.classifier import ARCHS, Classifier, load_classifier, load_initial_weights
+from viscoin_cli.nets.resnet import ResNet
 
 
 @pytest.fixture
@@ -112,3 +117,95 @@ def test_checkpoint_round_trip(tmp_path):
 def test_unknown_architecture():
     with pytest.raises(UserError, match="unknown classifier architecture"):
         Classifier("vgg16")
+
+
+# --- our ResNet against torchvision's ---------------------------------------------------------------------
+
+ARCH_NAMES = ("resnet18", "resnet34", "resnet50")
+
+
+def _imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
+    return torchvision.transforms.functional.normalize((x + 1) / 2, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
+def _randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every float parameter and BatchNorm statistic redrawn, so that eval-mode BN is not trivial."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                noise = torch.rand(tensor.shape, generator=generator)
+                tensor.copy_(noise + 0.5 if name.endswith("running_var") else tensor + 0.1 * (noise - 0.5))
+    return model
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_state_dict_names_and_shapes_are_torchvisions(arch):
+    reference = getattr(torchvision.models, arch)(num_classes=10).state_dict()
+    ours = Classifier(arch, num_classes=10).state_dict()
+    assert [(k, tuple(v.shape), v.dtype) for k, v in ours.items()] == [
+        (k, tuple(v.shape), v.dtype) for k, v in reference.items()
+    ]
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_seeded_initialisation_is_torchvisions(arch):
+    torch.manual_seed(3)
+    reference = getattr(torchvision.models, arch)(num_classes=10).state_dict()
+    torch.manual_seed(3)
+    ours = Classifier(arch, num_classes=10).state_dict()
+    for name, tensor in reference.items():
+        assert torch.equal(ours[name], tensor), name
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+@torch.no_grad()
+def test_torchvision_weights_give_torchvisions_logits(arch):
+    reference = _randomised(getattr(torchvision.models, arch)(num_classes=10)).eval()
+    model = Classifier(arch, num_classes=10)
+    model.load_state_dict(reference.state_dict(), strict=True)
+    model.eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.testing.assert_close(model(x), reference(_imagenet_normalise(x)))
+    plain = ResNet(*ARCHS[arch], num_classes=10)  # the bare net: no normalisation inside
+    plain.load_state_dict(reference.state_dict(), strict=True)
+    torch.testing.assert_close(plain.eval()(x), reference(x))
+
+
+def _old_small_resnet18(width: int, num_classes: int) -> torchvision.models.ResNet:
+    """The classifier as the torchvision-based class built it for width != 64 or the small stem."""
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    model.inplanes = width
+    model.conv1 = torch.nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = torch.nn.Identity()
+    model.bn1 = torch.nn.BatchNorm2d(width)
+    model.layer1 = model._make_layer(TorchvisionBasicBlock, width, 2)
+    model.layer2 = model._make_layer(TorchvisionBasicBlock, width * 2, 2, stride=2)
+    model.layer3 = model._make_layer(TorchvisionBasicBlock, width * 4, 2, stride=2)
+    model.layer4 = model._make_layer(TorchvisionBasicBlock, width * 8, 2, stride=2)
+    model.fc = torch.nn.Linear(width * 8, num_classes)
+    return model
+
+
+@torch.no_grad()
+def test_checkpoints_of_the_torchvision_based_classifier_still_load(tmp_path):
+    old = _randomised(_old_small_resnet18(8, 10)).eval()
+    config = {"arch": "resnet18", "num_classes": 10, "width": 8, "stem": "small"}
+    path = save_checkpoint(tmp_path / "f.safetensors", old.state_dict(), kind="classifier", config=config)
+    model, _ = load_classifier(path)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    torch.testing.assert_close(model(x), old(_imagenet_normalise(x)))
+
+
+def test_classifier_and_datasets_do_not_import_torchvision():
+    code = (
+        "import sys\n"
+        "from viscoin_cli.nets.classifier import Classifier\n"
+        "from viscoin_cli.data import load_dataset\n"
+        "Classifier('resnet18', 10, width=8, stem='small')\n"
+        "load_dataset('digits', 'test')[0]\n"
+        "import viscoin_cli.data.images\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -416,3 +416,25 @@ def test_importing_the_registry_does_not_import_torch():
     code = "import sys, viscoin_cli.data as d; print(d.DATASET_NAMES, 'torch' in sys.modules, 'PIL' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False False")
+
+
+@pytest.mark.parametrize("size", [(24, 20), (20, 24), (37, 53), (300, 199), (16, 16)])
+def test_image_transform_is_torchvisions_bit_for_bit(size):
+    """The transforms are our own (no torchvision import); same pixels and random draws as its v2 pipeline."""
+    from torchvision.transforms import v2
+
+    from viscoin_cli.data.images import image_transform, load_size
+
+    pixels = np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    picture = Image.fromarray(pixels)
+    for resolution, augment in ((16, False), (16, True), (17, True)):
+        crop = [v2.RandomCrop(resolution), v2.RandomHorizontalFlip()] if augment else [v2.CenterCrop(resolution)]
+        resize = v2.Resize(load_size(resolution, augment), antialias=True)
+        scale = [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3), v2.ToPureTensor()]
+        reference = v2.Compose([v2.ToImage(), resize, *crop, *scale])
+        for seed in range(4):
+            torch.manual_seed(seed)
+            expected, next_expected = reference(picture), torch.rand(1)
+            torch.manual_seed(seed)
+            ours, next_ours = image_transform(resolution, augment)(picture), torch.rand(1)
+            assert torch.equal(ours, expected) and torch.equal(next_ours, next_expected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -10,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from viscoin_cli.errors import UserError
 
@@ -70,18 +72,70 @@ def load_size(resolution: int, augment: bool) -> int:
     return round(resolution * 8 / 7) if augment else resolution
 
 
-def image_transform(resolution: int, augment: bool, flip: bool = True) -> v2.Compose:
+def resized_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """(height, width) with the shorter side scaled to `shorter`, the longer one rounded down (torchvision's rule)."""
+    if width <= height:
+        return int(shorter * height / width), shorter
+    return shorter, int(shorter * width / height)
+
+
+def _native_uint8_resize() -> bool:
+    """Whether PyTorch has a vectorised uint8 bilinear kernel here (torchvision resizes uint8 directly then)."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or platform.machine() in ("aarch64", "arm64")
+
+
+def resize_shorter(picture: Image.Image, shorter: int) -> torch.Tensor:
+    """8-bit PIL image (RGB or L) -> uint8 tensor [C, H', W'], antialiased bilinear, shorter side `shorter`.
+
+    Bit for bit what torchvision's v2 `ToImage` + `Resize(shorter, antialias=True)` give: the uint8 pixels are
+    resized as uint8 where PyTorch has a native uint8 kernel, else as float32 and rounded back.
+    """
+    pixels = torch.from_numpy(np.array(picture, dtype=np.uint8, copy=True))  # [H, W, C] (or [H, W])
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    height, width, channels = pixels.shape
+    size = resized_size(height, width, shorter)
+    if size == (height, width):
+        return pixels.permute(2, 0, 1)
+    # [1, C, H, W] in channels-last memory, as interpolate wants it to keep that layout for its output
+    image = pixels.as_strided((1, channels, height, width), (pixels.numel(), 1, width * channels, channels))
+    if _native_uint8_resize():
+        return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    image = F.interpolate(image.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return image.round_().to(torch.uint8)[0]
+
+
+class ImageTransform:
     """PIL image -> plain tensor [3, R, R] in [-1, 1]: shorter side to R and centre crop, or (augment)
-    shorter side to 8/7·R, random crop and horizontal flip."""
-    steps: list[Any] = [v2.ToImage(), v2.Resize(load_size(resolution, augment), antialias=True)]
-    if augment:
-        steps.append(v2.RandomCrop(resolution))
-        if flip:
-            steps.append(v2.RandomHorizontalFlip())
-    else:
-        steps.append(v2.CenterCrop(resolution))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3), v2.ToPureTensor()]
-    return v2.Compose(steps)
+    shorter side to 8/7·R, random crop and (with `flip`) a random horizontal flip.
+
+    The same steps, random draws and numbers as torchvision's v2 pipeline ToImage, Resize(antialias=True),
+    CenterCrop | RandomCrop + RandomHorizontalFlip, ToDtype(float32, scale=True), Normalize(0.5, 0.5),
+    without importing torchvision.
+    """
+
+    def __init__(self, resolution: int, augment: bool, flip: bool = True):
+        self.resolution, self.augment, self.flip = resolution, augment, flip
+        self.load_size = load_size(resolution, augment)
+
+    def __call__(self, picture: Image.Image) -> torch.Tensor:
+        picture = picture if picture.mode == "RGB" else picture.convert("RGB")  # callers pass RGB already
+        image = resize_shorter(picture, self.load_size)  # uint8 [3, H, W]
+        r = self.resolution
+        height, width = image.shape[-2:]
+        if self.augment:
+            top = int(torch.randint(0, height - r + 1, size=())) if height > r else 0
+            left = int(torch.randint(0, width - r + 1, size=())) if width > r else 0
+        else:
+            top, left = round((height - r) / 2.0), round((width - r) / 2.0)  # halves to even, as torchvision
+        image = image[:, top : top + r, left : left + r]
+        if self.augment and self.flip and torch.rand(1) < 0.5:
+            image = image.flip(-1)
+        return image.to(torch.float32).mul_(1.0 / 255).sub_(0.5).div_(0.5)
+
+
+def image_transform(resolution: int, augment: bool, flip: bool = True) -> ImageTransform:
+    """PIL image -> plain tensor [3, R, R] in [-1, 1] (see `ImageTransform`)."""
+    return ImageTransform(resolution, augment, flip)
 
 
 def _is_readable(path: Path) -> bool:

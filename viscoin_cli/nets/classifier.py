@@ -1,8 +1,9 @@
-"""The classifier f: a torchvision ResNet taking [-1, 1] images, with the feature taps VisCoIN reads.
+"""The classifier f: a ResNet taking [-1, 1] images, with the feature taps VisCoIN reads.
 
-Parameter names are torchvision's own, so ImageNet weights load as they are. Two knobs make small
-variants for small images: `width` (channels of layer1; 64 in the standard nets) and `stem`
-("imagenet": 7x7 stride-2 conv + max-pool; "small": one 3x3 stride-1 conv, for 32 px inputs).
+The network is our own copy of torchvision's (`viscoin_cli.nets.resnet`: same parameter names, so
+ImageNet weights load as they are, without importing torchvision). Two knobs make small variants for
+small images: `width` (channels of layer1; 64 in the standard nets) and `stem` ("imagenet": 7x7 stride-2
+conv + max-pool; "small": one 3x3 stride-1 conv, for 32 px inputs).
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import CheckpointMeta, load_checkpoint, load_into
+from viscoin_cli.nets.resnet import STEMS, BasicBlock, Bottleneck, ResNet
 
-ARCHS: dict[str, tuple[type[nn.Module], list[int]]] = {
+ARCHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
 }
-STEMS = ("imagenet", "small")
 # torchvision's official ImageNet files, as torch.hub caches them (first = preferred).
 IMAGENET_FILES = {
     "resnet18": ("resnet18-f37072fd.pth",),
@@ -46,35 +45,11 @@ class Classifier(ResNet):
         if width < 1 or num_classes < 2:
             raise UserError(f"classifier needs width >= 1 and at least 2 classes (got {width}, {num_classes})")
         block, layers = ARCHS[arch]
-        super().__init__(block, layers, num_classes=num_classes)
+        super().__init__(block, layers, num_classes=num_classes, width=width, stem=stem)
         self.arch, self.width, self.stem, self.num_classes = arch, width, stem, num_classes
-        if width != 64 or stem != "imagenet":
-            self._rebuild(block, layers)
         # ImageNet normalisation lives inside the model: callers always pass [-1, 1] images.
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def _rebuild(self, block: type[nn.Module], layers: list[int]) -> None:
-        """Replace torchvision's fixed-width body by one of `self.width` channels (same names)."""
-        w = self.width
-        self.inplanes = w
-        if self.stem == "small":
-            self.conv1 = nn.Conv2d(3, w, kernel_size=3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
-        else:
-            self.conv1 = nn.Conv2d(3, w, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(w)
-        self.layer1 = self._make_layer(block, w, layers[0])
-        self.layer2 = self._make_layer(block, w * 2, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, w * 4, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, w * 8, layers[3], stride=2)
-        self.fc = nn.Linear(w * 8 * block.expansion, self.num_classes)
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     @property
     def config(self) -> dict[str, Any]:
