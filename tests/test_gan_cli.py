@@ -164,3 +164,35 @@ def test_generate_refuses_a_classifier_checkpoint(tmp_path):
 
     path = save_checkpoint(tmp_path / "f.safetensors", {"w": torch.zeros(1)}, kind="classifier", config={})
     assert "expected a generator checkpoint" in one_line_error(cli("generate", "--generator", path))
+
+
+def test_fid_tracking_with_classifier_features(tmp_path):
+    from viscoin_cli.io.checkpoint import save_checkpoint
+    from viscoin_cli.metrics.fid import ClassifierFeatures, feature_statistics, frechet_distance, generator_fid
+    from viscoin_cli.nets.classifier import Classifier, load_classifier
+    from viscoin_cli.nets.stylegan2 import load_generator
+
+    torch.manual_seed(0)
+    f = Classifier("resnet18", 10, width=4, stem="small")
+    f_path = save_checkpoint(tmp_path / "f.safetensors", f.state_dict(), kind="classifier", config=f.config)
+    out = tmp_path / "run"
+    args = ["--kimg", "0.128", "--fid-features", "classifier", "--fid-classifier", f_path, "--fid-images", "32"]
+    result = cli("finetune-gan", *TINY, *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["fid"] > 0 and r["fid_features"].startswith("classifier f.safetensors") for r in records)
+    # the logged value is the FID of the saved generator against the first 32 shuffled training images
+    from viscoin_cli.data import load_dataset
+
+    dataset = load_dataset("digits", "train", resolution=16)
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:32].tolist()
+    extractor = ClassifierFeatures(load_classifier(f_path)[0], "f")
+    real = feature_statistics(extractor.features([torch.stack([dataset[i][0] for i in indices])]))
+    G, _ = load_generator(out / "latest.safetensors")
+    assert generator_fid(G, extractor, real, 32, seed=0) == pytest.approx(records[-1]["fid"], rel=1e-4)
+    assert frechet_distance(*real, *real) == pytest.approx(0, abs=1e-6)
+
+
+def test_fid_classifier_features_need_a_classifier(tmp_path):
+    line = one_line_error(cli("finetune-gan", *TINY, "--fid-features", "classifier", "--out", tmp_path / "x"))
+    assert "--fid-classifier" in line

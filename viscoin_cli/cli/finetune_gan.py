@@ -15,6 +15,8 @@ NET = "Networks [default: the dataset's preset]"
 OPT = "Optimisation [default: the dataset's preset]"
 ADA = "Augmentation (ADA)"
 LOG = "Logging and snapshots"
+FID = "FID tracking"
+FID_OPTIONS = ("fid_features", "fid_classifier", "inception_weights", "fid_images")
 
 # digits: a small generator that learns recognisable digits on a CPU in minutes. Real data: NVIDIA's
 # 'auto' configuration at 256 px with the paper's batch of 16 and ~2M real images shown (2000 kimg).
@@ -129,6 +131,25 @@ def finetune_gan(
         bool, typer.Option(help="Keep network-snapshot-KIMG.safetensors at every grid.", rich_help_panel=LOG)
     ] = False,
     grid_size: Annotated[int, typer.Option(min=1, help="Images in each sample grid.", rich_help_panel=LOG)] = 64,
+    fid_features: Annotated[
+        str | None,
+        typer.Option(
+            help="Track FID at every sample grid: classifier (features of --fid-classifier, offline) or "
+            "inception (the standard network, pytorch-fid's weights file) [default: off].",
+            rich_help_panel=FID,
+        ),
+    ] = None,
+    fid_classifier: Annotated[
+        Path | None,
+        typer.Option(help="Classifier checkpoint whose features --fid-features classifier uses.", rich_help_panel=FID),
+    ] = None,
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option(help="pt_inception-2015-12-05-6726825d.pth [default: the torch hub cache].", rich_help_panel=FID),
+    ] = None,
+    fid_images: Annotated[
+        int, typer.Option(min=2, help="Generated images per FID (reals: up to as many).", rich_help_panel=FID)
+    ] = 2000,
     out: o.Out = None,
     resume: o.Resume = None,
     force: o.Force = False,
@@ -160,13 +181,21 @@ def finetune_gan(
 
     given = o.explicit_options(ctx)
     if resume is not None:
-        resumable = {"kimg", "snap", "tick_kimg", "keep_snapshots"}
+        resumable = {"kimg", "snap", "tick_kimg", "keep_snapshots"} | set(FID_OPTIONS)
         opts = o.resumed_options(resume, given, resumable, names={"map_layers": "map"})
         dataset = opts.get("dataset", dataset)
     if dataset not in DATASET_NAMES:
         raise UserError(f"--dataset {dataset!r}: expected one of {', '.join(DATASET_NAMES)}")
     if aug not in ("ada", "fixed", "noaug"):
         raise UserError(f"--aug {aug!r}: expected ada, fixed or noaug")
+    fid = {"fid_features": fid_features, "fid_classifier": fid_classifier, "inception_weights": inception_weights}
+    fid = {k: str(v) if isinstance(v, Path) else v for k, v in fid.items()} | {"fid_images": fid_images}
+    if resume is not None:
+        fid = {k: opts.get(k, v) for k, v in fid.items()}
+    if fid["fid_features"] not in (None, "classifier", "inception"):
+        raise UserError(f"--fid-features {fid['fid_features']!r}: expected classifier or inception")
+    if fid["fid_features"] == "classifier" and not fid["fid_classifier"]:
+        raise UserError("--fid-features classifier needs --fid-classifier PATH (a pretrain-classifier checkpoint)")
 
     rt = setup_runtime(device=device, precision=precision, seed=seed if resume is None else opts.get("seed", seed))
     console = make_console(quiet=quiet, enabled=rt.is_main)
@@ -210,6 +239,7 @@ def finetune_gan(
                 "seed": seed,
             }
             opts["G_kwargs"], opts["D_kwargs"] = _network_kwargs(opts, dataset)
+        opts.update(fid)
         opts["workers"] = o.default_workers(dataset, workers)
         opts.update(device=str(rt.device), precision=precision, world_size=rt.world_size)
         if rt.is_main:

@@ -109,3 +109,38 @@ def fid(extractor: FeatureExtractor, real: Iterable[torch.Tensor], fake: Iterabl
     mu1, sigma1 = feature_statistics(extractor.features(real, device))
     mu2, sigma2 = feature_statistics(extractor.features(fake, device))
     return frechet_distance(mu1, sigma1, mu2, sigma2)
+
+
+def classifier_extractor(path: str | os.PathLike, device: torch.device | str = "cpu") -> ClassifierFeatures:
+    """Pooled features of the classifier in checkpoint `path`, labelled with its sha256 prefix."""
+    from viscoin_cli.io.checkpoint import sha256_file
+    from viscoin_cli.nets.classifier import load_classifier
+
+    classifier, meta = load_classifier(path, device)
+    label = (
+        f"classifier {meta.path.name} {sha256_file(meta.path)[:12]} (pooled features, {classifier.fc.in_features}-d)"
+    )
+    return ClassifierFeatures(classifier, label)
+
+
+@torch.no_grad()
+def generator_fid(
+    G: nn.Module,
+    extractor: FeatureExtractor,
+    real_stats: tuple[np.ndarray, np.ndarray],
+    count: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> float:
+    """FID of `count` samples of G (random noise, no truncation, as NVIDIA's metrics) against real stats.
+
+    Deterministic for a seed: z and the per-layer noise come from it, the caller's RNG state is untouched.
+    """
+    z = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        fakes = (G(batch.to(device), None, noise_mode="random").clamp(-1, 1) for batch in z.split(batch_size))
+        mu, sigma = feature_statistics(extractor.features(fakes, device))
+    return frechet_distance(*real_stats, mu, sigma)

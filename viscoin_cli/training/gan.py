@@ -31,6 +31,13 @@ from viscoin_cli.data import load_dataset
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import load_checkpoint, load_into, load_state, save_checkpoint, save_state
 from viscoin_cli.io.images import save_grid
+from viscoin_cli.metrics.fid import (
+    FeatureExtractor,
+    InceptionFeatures,
+    classifier_extractor,
+    feature_statistics,
+    generator_fid,
+)
 from viscoin_cli.nets.augment import AdaController, AugmentPipe
 from viscoin_cli.nets.stylegan2 import Discriminator, Generator
 from viscoin_cli.runtime import Runtime, all_reduce_sum, seed_everything, seed_for, seed_worker, unwrap
@@ -148,6 +155,21 @@ def sample_grid(G_ema: torch.nn.Module, zs: torch.Tensor, path: Path, batch: int
     return save_grid(images, path, columns=math.ceil(math.sqrt(len(images))))
 
 
+def _fid_setup(opts: dict[str, Any], dataset, rt: Runtime) -> tuple[FeatureExtractor | None, tuple | None]:
+    """The FID feature extractor and the real images' feature statistics, when FID tracking is on."""
+    if not opts.get("fid_features"):
+        return None, None
+    if opts["fid_features"] == "inception":
+        extractor: FeatureExtractor = InceptionFeatures(opts["inception_weights"])
+    else:
+        extractor = classifier_extractor(opts["fid_classifier"], rt.device)
+    count = min(len(dataset), opts["fid_images"])
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(opts["seed"]))[:count]
+    loader = DataLoader(torch.utils.data.Subset(dataset, indices.tolist()), batch_size=64, num_workers=opts["workers"])
+    real_stats = feature_statistics(extractor.features((images for images, _ in loader), rt.device))
+    return extractor, real_stats
+
+
 def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Console, *, resume: bool) -> dict[str, Any]:
     """Train (or fine-tune) a StyleGAN2-ADA generator as `opts` says, writing into `run`."""
     # --- setup -----------------------------------------------------------------------------------------
@@ -204,6 +226,7 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
         if rt.is_main:
             run.truncate_metrics("tick", tick)
         console.print(f"resuming {run} at {cur_nimg / 1000:.1f} kimg (tick {tick})")
+    fid_extractor, real_stats = _fid_setup(opts, dataset, rt) if rt.is_main else (None, None)
     G_ddp = DistributedDataParallel(G, broadcast_buffers=False) if rt.distributed else G
     D_ddp = DistributedDataParallel(D, broadcast_buffers=False) if rt.distributed else D
     grid_z = torch.randn(opts["grid_size"], G.z_dim, generator=torch.Generator().manual_seed(opts["seed"]))
@@ -346,6 +369,12 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
             "kimg_per_sec": n * batch / 1000 / seconds,
         }
         done = cur_nimg >= total_nimg
+        snapshot = tick % opts["snap"] == 0 or done
+        if rt.is_main and snapshot and fid_extractor is not None:
+            last["fid"] = generator_fid(
+                G_ema, fid_extractor, real_stats, opts["fid_images"], opts["seed"], device=rt.device
+            )
+            last["fid_features"] = fid_extractor.label
         if rt.is_main:
             run.log(last)
             meta = dict(
@@ -381,7 +410,7 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
                 },
                 step=cur_nimg,
             )
-            if tick % opts["snap"] == 0 or done:
+            if snapshot:
                 kimg_tag = f"{cur_nimg // 1000:06d}"
                 sample_grid(G_ema, grid_z.to(rt.device), run.path / f"fakes{kimg_tag}.png")
                 if opts["keep_snapshots"]:
