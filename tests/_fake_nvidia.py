@@ -124,6 +124,18 @@ def node(class_name: str = "Node", params=None, buffers=None, children=None, **i
     return mod
 
 
+def as_persistent(module: torch.nn.Module, class_name: str, init_kwargs: dict | None = None):
+    """Mirror a module tree as NVIDIA-style persistent objects with the same parameter/buffer names."""
+    children = {name: as_persistent(child, type(child).__name__) for name, child in module.named_children()}
+    params = {name: p.detach().clone() for name, p in module.named_parameters(recurse=False)}
+    buffers = {
+        name: b.detach().clone()
+        for name, b in module.named_buffers(recurse=False)
+        if name not in module._non_persistent_buffers_set
+    }
+    return node(class_name, params, buffers, children, **(init_kwargs or {}))
+
+
 def tiny_generator(init_kwargs: dict, seed: int = 0) -> Persistent:
     """A generator-shaped module tree: 4 px block, 2-layer mapping; also a non-persistent buffer and a ModuleList."""
     g = torch.Generator().manual_seed(seed)

@@ -142,6 +142,17 @@ def test_force_overwrites(tmp_path):
     assert json.loads((out / "options.json").read_text())["epochs"] == 1
 
 
+def test_a_run_stopped_by_an_error_at_its_start_can_be_run_again(tmp_path):
+    """A mistake found after --out is set up (here: a bad --weights file) leaves only options.json behind;
+    the corrected command then needs no --force."""
+    out = tmp_path / "f"
+    line = one_line_error(cli("pretrain-classifier", *TINY, "--weights", tmp_path / "nope.pth", "--out", out))
+    assert "nope.pth" in line and [p.name for p in out.iterdir()] == ["options.json"]
+    result = cli("pretrain-classifier", *TINY, "--epochs", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "best.safetensors").is_file()
+
+
 def test_resume_reproduces_the_uninterrupted_run(trained, tmp_path):
     out, _ = trained
     resumed = tmp_path / "r"

@@ -11,22 +11,11 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from _fake_data import COLOURS, cars_annotations, write_cars, write_celebahq, write_cub, write_image
 from PIL import Image
 
 from viscoin_cli.data import load_dataset
 from viscoin_cli.errors import UserError
-
-COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
-
-
-def write_image(path: Path, colour=(128, 128, 128), size=(24, 20), noise: bool = True) -> Path:
-    """A small RGB image: a solid colour with a gradient so flips and crops change it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.zeros((size[1], size[0], 3), np.uint8) + np.array(colour, np.uint8)
-    if noise:
-        pixels[:, : size[0] // 2] //= 2  # left half darker: a horizontal flip is visible
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 def assert_images(dataset, resolution: int) -> None:
@@ -114,23 +103,7 @@ def test_digits_facts():
 
 @pytest.fixture
 def cub_root(tmp_path):
-    root = tmp_path / "CUB_200_2011"
-    classes = ["001.Black_footed_Albatross", "002.Laysan_Albatross"]
-    rows, labels, split, boxes = [], [], [], []
-    for image_id in range(1, 7):
-        label = (image_id - 1) % 2
-        rel = f"{classes[label]}/img_{image_id}.jpg"
-        write_image(root / "images" / rel, COLOURS[label])
-        rows.append(f"{image_id} {rel}")
-        labels.append(f"{image_id} {label + 1}")
-        split.append(f"{image_id} {1 if image_id <= 4 else 0}")
-        boxes.append(f"{image_id} 2.0 3.0 10.0 8.0")
-    (root / "images.txt").write_text("\n".join(rows) + "\n")
-    (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
-    (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
-    (root / "classes.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
-    (root / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
-    return root
+    return write_cub(tmp_path / "CUB_200_2011")
 
 
 def test_cub_layout(cub_root):
@@ -182,36 +155,9 @@ def test_training_augmentation_varies(cub_root):
 # --- cars ----------------------------------------------------------------------------------------------
 
 
-def _annotations(entries):
-    dtype = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
-    records = np.zeros((1, len(entries)), dtype=dtype)
-    for i, entry in enumerate(entries):
-        records[0, i] = entry
-    return {"annotations": records}
-
-
 @pytest.fixture
 def cars_root(tmp_path):
-    root = tmp_path / "cars"
-    train, test = [], []
-    for i in range(4):
-        name = f"{i + 1:05d}.png"  # lossless: the box edges stay sharp
-        image = np.zeros((20, 24, 3), np.uint8)
-        image[5:15, 6:18] = COLOURS[i % 2]  # the box region has the class colour, the rest is black
-        (root / "cars_train").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(root / "cars_train" / name)
-        train.append((7, 6, 18, 15, i % 2 + 1, name))
-    for i in range(2):
-        name = f"{i + 1:05d}.jpg"
-        write_image(root / "cars_test" / name, COLOURS[i])
-        test.append((1, 1, 24, 20, i + 1, name))
-    (root / "devkit").mkdir()
-    scipy.io.savemat(
-        root / "devkit" / "cars_meta.mat", {"class_names": np.array([["AM General Hummer", "Audi R8"]], dtype=object)}
-    )
-    scipy.io.savemat(root / "devkit" / "cars_train_annos.mat", _annotations(train))
-    scipy.io.savemat(root / "cars_test_annos_withlabels.mat", _annotations(test))
-    return root
+    return write_cars(tmp_path / "cars")
 
 
 def test_cars_layout(cars_root):
@@ -247,7 +193,7 @@ def test_cars_large_jpeg_bbox_crop_after_reduced_decoding(tmp_path):
     (root / "cars_train").mkdir(parents=True)
     Image.fromarray(image).save(root / "cars_train" / "big.jpg", quality=95)
     scipy.io.savemat(root / "cars_meta.mat", {"class_names": np.array([["A", "B"]], dtype=object)})
-    scipy.io.savemat(root / "cars_train_annos.mat", _annotations([(101, 81, 300, 240, 1, "big.jpg")]))
+    scipy.io.savemat(root / "cars_train_annos.mat", cars_annotations([(101, 81, 300, 240, 1, "big.jpg")]))
     full = load_dataset("cars", "train", root=root, resolution=16)[0][0]
     cropped = load_dataset("cars", "train", root=root, resolution=16, bbox_crop=True)[0][0]
     assert full[0].min() < -0.9  # the black border survives the centre crop
@@ -266,15 +212,7 @@ def test_cars_missing_devkit(cars_root):
 
 @pytest.fixture
 def celeba_root(tmp_path):
-    root = tmp_path / "CelebAMask-HQ"
-    names = ["5_o_Clock_Shadow", "Arched_Eyebrows", "Young", "Smiling"]
-    rows = []
-    for i in range(10):
-        write_image(root / "CelebA-HQ-img" / f"{i}.jpg", COLOURS[i % 2])
-        young = 1 if i % 2 else -1
-        rows.append(f"{i}.jpg 1 -1 {young} 1")
-    (root / "CelebAMask-HQ-attribute-anno.txt").write_text(f"10\n{' '.join(names)}\n" + "\n".join(rows) + "\n")
-    return root
+    return write_celebahq(tmp_path / "CelebAMask-HQ")
 
 
 def test_celebahq_young_old_without_mapping(celeba_root):

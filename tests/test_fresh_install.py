@@ -74,4 +74,4 @@ def test_readme_install_then_shipped_checkpoints_work(tmp_path):
         text=True,
     )
     assert accuracy.returncode == 0, accuracy.stderr
-    assert json.loads(accuracy.stdout)["accuracy"]["g"] >= 0.9
+    assert json.loads(accuracy.stdout)["metrics"]["accuracy"]["g"] >= 0.9

@@ -8,7 +8,7 @@ import pickle
 
 import numpy as np
 import torch
-from _fake_nvidia import augment_pipe, dump, marker_source, node
+from _fake_nvidia import as_persistent, augment_pipe, dump, marker_source
 from typer.testing import CliRunner
 
 from viscoin_cli.cli import app, load_commands
@@ -30,18 +30,6 @@ D_KWARGS = dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, ch
 
 def cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def as_persistent(module: torch.nn.Module, class_name: str, init_kwargs: dict | None = None):
-    """Mirror a module tree as NVIDIA-style persistent objects with the same parameter/buffer names."""
-    children = {name: as_persistent(child, type(child).__name__) for name, child in module.named_children()}
-    params = {name: p.detach().clone() for name, p in module.named_parameters(recurse=False)}
-    buffers = {
-        name: b.detach().clone()
-        for name, b in module.named_buffers(recurse=False)
-        if name not in module._non_persistent_buffers_set
-    }
-    return node(class_name, params, buffers, children, **(init_kwargs or {}))
 
 
 def nvidia_pickle(path, source=""):

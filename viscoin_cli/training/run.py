@@ -68,7 +68,9 @@ class RunFolder:
 
 
 def _is_empty(path: Path) -> bool:
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+    """No folder, an empty one, or one with nothing but options.json: a run stopped by an error at its start
+    (missing weights, a bad dataset, ...) may be started again in the same --out without --force."""
+    return not path.exists() or (path.is_dir() and all(p.name == "options.json" for p in path.iterdir()))
 
 
 def _remove_artefacts(path: Path) -> None:
