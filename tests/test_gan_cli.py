@@ -15,25 +15,10 @@ from viscoin_cli.io.checkpoint import load_checkpoint, read_meta
 
 load_commands()
 # 16 px, 16 channels, batch 8: a tick of 64 images takes well under a second on a CPU.
-TINY = [
-    "--dataset",
-    "digits",
-    "--resolution",
-    "16",
-    "--cbase",
-    "256",
-    "--cmax",
-    "16",
-    "--map",
-    "1",
-    "--batch-size",
-    "8",
-    "--tick-kimg",
-    "0.064",
-    "--snap",
-    "1",
-]
-TINY += ["--grid-size", "4", "--device", "cpu", "--quiet"]
+ARCH = ["--cbase", "256", "--cmax", "16", "--map", "1"]
+RUN = ["--dataset", "digits", "--resolution", "16", "--batch-size", "8", "--tick-kimg", "0.064", "--snap", "1"]
+RUN += ["--grid-size", "4", "--device", "cpu", "--quiet"]
+TINY = RUN + ARCH
 
 
 def cli(*args):
@@ -98,11 +83,28 @@ def test_resume_reproduces_the_uninterrupted_run(gan_run, tmp_path):
 
 def test_finetune_from_a_generator_checkpoint(gan_run, tmp_path):
     out, _ = gan_run
-    result = cli("finetune-gan", *TINY, "--kimg", "0.064", "--resume-from", out / "latest.safetensors",
+    result = cli("finetune-gan", *RUN, "--kimg", "0.064", "--resume-from", out / "latest.safetensors",
                  "--freeze-d", "1", "--out", tmp_path / "ft")  # fmt: skip
     assert result.exit_code == 0, result.output
     options = json.loads((tmp_path / "ft" / "options.json").read_text())
     assert options["discriminator"].endswith("latest.D.safetensors") and options["ada_kimg"] == 100
+
+
+def test_finetuning_refuses_architecture_options(gan_run, tmp_path):
+    out, _ = gan_run
+    line = one_line_error(
+        cli("finetune-gan", *TINY, "--resume-from", out / "latest.safetensors", "--out", tmp_path / "x")
+    )
+    assert "--cbase" in line and "--map" in line and "architecture" in line
+
+
+def test_quiet_still_prints_the_result(gan_run, tmp_path):
+    out, _ = gan_run
+    result = cli(
+        "finetune-gan", *RUN, "--kimg", "0.064", "--resume-from", out / "latest.safetensors", "--out", tmp_path / "q"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == f"generator: {tmp_path / 'q' / 'latest.safetensors'}"
 
 
 def test_resolution_mismatch_with_the_generator_is_refused(gan_run, tmp_path):

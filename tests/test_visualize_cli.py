@@ -157,6 +157,18 @@ def test_plain_output_names_the_file(tiny_model, tmp_path, monkeypatch):
     assert result.stdout.strip().endswith("-> concept-2.png") and (tmp_path / "concept-2.png").is_file()
 
 
+def test_top_pairs_notes_an_unpredicted_class_once(tiny_model, library, tmp_path):
+    args = ("--top-pairs", 40, "--samples", 1, "--lambdas", "0", "--out", tmp_path / "pairs", "--json")
+    result = run_cli("visualize", "--model", tiny_model, *args, *CPU)
+    assert result.exit_code == 0, result.output
+    classes = {p["class"] for p in json.loads(result.stdout)["pairs"]}
+    unpredicted = {c for c in classes if not (library.encoded.predicted == c).any()}
+    notes = [line for line in result.stderr.splitlines() if "no test image is predicted" in line]
+    assert sorted(notes) == sorted(
+        f"note: no test image is predicted as class {c}: showing images labelled so" for c in unpredicted
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -33,6 +33,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         glr=0.0025,
         dlr=0.0025,
         ema_kimg=10.0,
+        style_mixing=0.0,
+        pl_weight=0.0,
         kimg=60.0,
         tick_kimg=2.0,
         snap=5,
@@ -50,6 +52,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         glr=0.0025,
         dlr=0.0025,
         ema_kimg=5.0,
+        style_mixing=0.9,
+        pl_weight=2.0,
         kimg=2000.0,
         tick_kimg=4.0,
         snap=50,
@@ -94,6 +98,10 @@ def finetune_gan(
     map_layers: Annotated[
         int | None, typer.Option("--map", min=1, help="Mapping network depth.", rich_help_panel=NET)
     ] = None,
+    mbstd: Annotated[
+        int | None,
+        typer.Option(min=1, help="D's minibatch-std group size (divides the per-GPU batch).", rich_help_panel=NET),
+    ] = None,
     kimg: Annotated[
         float | None, typer.Option(min=0.001, help="Training length in thousands of real images.", rich_help_panel=OPT)
     ] = None,
@@ -107,6 +115,13 @@ def finetune_gan(
     ] = None,
     ema_kimg: Annotated[
         float | None, typer.Option(min=0.0, help="Half-life of the EMA generator in kimg.", rich_help_panel=OPT)
+    ] = None,
+    style_mixing: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Probability of mixing two latents in a batch.", rich_help_panel=OPT),
+    ] = None,
+    pl_weight: Annotated[
+        float | None, typer.Option(min=0.0, help="Path-length regularisation weight (0: off).", rich_help_panel=OPT)
     ] = None,
     aug: Annotated[str, typer.Option(help="ada (adaptive p), fixed (--p) or noaug.", rich_help_panel=ADA)] = "ada",
     p: Annotated[
@@ -184,6 +199,9 @@ def finetune_gan(
         resumable = {"kimg", "snap", "tick_kimg", "keep_snapshots"} | set(FID_OPTIONS)
         opts = o.resumed_options(resume, given, resumable, names={"map_layers": "map"})
         dataset = opts.get("dataset", dataset)
+    architecture = sorted(f"--{k.replace('_layers', '')}" for k in ("cbase", "cmax", "map_layers") if k in given)
+    if resume_from is not None and architecture:
+        raise UserError(f"{', '.join(architecture)}: a fine-tuned generator keeps the architecture of --resume-from")
     if dataset not in DATASET_NAMES:
         raise UserError(f"--dataset {dataset!r}: expected one of {', '.join(DATASET_NAMES)}")
     if aug not in ("ada", "fixed", "noaug"):
@@ -220,7 +238,7 @@ def finetune_gan(
                 "cbase": pick(cbase, "cbase"),
                 "cmax": pick(cmax, "cmax"),
                 "fp16_res": preset["fp16_res"],
-                "mbstd": preset["mbstd"],
+                "mbstd": pick(mbstd, "mbstd"),
                 "kimg": pick(kimg, "kimg"),
                 "batch_size": pick(batch_size, "batch_size"),
                 "gamma": gamma,
@@ -228,6 +246,8 @@ def finetune_gan(
                 "dlr": pick(dlr, "dlr"),
                 "ema_kimg": pick(ema_kimg, "ema_kimg"),
                 "ema_rampup": 0.05,
+                "style_mixing": pick(style_mixing, "style_mixing"),
+                "pl_weight": pick(pl_weight, "pl_weight"),
                 "aug": aug,
                 "p": p,
                 "target": target,
@@ -252,7 +272,7 @@ def finetune_gan(
     if json_out:
         print_json(summary)
     else:
-        console.print(f"{summary['kimg']:.1f} kimg in {summary['seconds']:.0f}s\ngenerator: {summary['generator']}")
+        typer.echo(f"{summary['kimg']:.1f} kimg in {summary['seconds']:.0f}s\ngenerator: {summary['generator']}")
 
 
 def _network_kwargs(opts: dict[str, Any], dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:

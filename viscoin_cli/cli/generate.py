@@ -62,7 +62,6 @@ def generate(
     import numpy as np
     import torch
 
-    from viscoin_cli.console import make_console
     from viscoin_cli.io.images import save_grid
     from viscoin_cli.nets.stylegan2 import load_generator
     from viscoin_cli.runtime import setup_runtime
@@ -76,7 +75,6 @@ def generate(
     seed_list = parse_seeds(seeds)
     out = out or Path(f"generated.{fmt}")
     rt = setup_runtime(device=device)
-    console = make_console(quiet=quiet)
     G, meta = load_generator(generator, rt.device)
     if G.c_dim and class_index is None:
         raise UserError(f"{meta.path} is a conditional generator: pass --class (0..{G.c_dim - 1})")
@@ -110,4 +108,4 @@ def generate(
         np.save(out, images.numpy())
     else:
         save_grid(images, out, columns=columns)
-    console.print(f"{len(seed_list)} images ({G.img_resolution} px) -> {out}")
+    typer.echo(f"{len(seed_list)} images ({G.img_resolution} px) -> {out}")

@@ -29,7 +29,7 @@ def import_gan(
 
     Example: viscoin import-gan stylegan2-celebahq-256x256.pkl checkpoints/celebahq-G.safetensors
     """
-    from viscoin_cli.console import make_console, print_json
+    from viscoin_cli.console import print_json
     from viscoin_cli.io.checkpoint import save_checkpoint, sha256_file
     from viscoin_cli.io.nvidia_pickle import read_nvidia_pickle
     from viscoin_cli.nets.stylegan2 import Discriminator, Generator
@@ -42,7 +42,6 @@ def import_gan(
     for path in (dest, d_dest):
         if path.exists() and not force:
             raise UserError(f"{path} exists: pass --force to overwrite it")
-    console = make_console(quiet=quiet)
     pickle = read_nvidia_pickle(src)
     if which not in pickle.networks:
         raise UserError(f"{src}: has no {which} network (it has {', '.join(pickle.networks) or 'none'})")
@@ -74,9 +73,9 @@ def import_gan(
     if json_out:
         print_json(summary)
     else:
-        console.print(f"imported {which} ({pickle.source} pickle, {G.img_resolution} px, {G.num_ws} W+ vectors)")
+        typer.echo(f"imported {which} ({pickle.source} pickle, {G.img_resolution} px, {G.num_ws} W+ vectors)")
         for role, path in written.items():
-            console.print(f"{role}: {path}")
+            typer.echo(f"{role}: {path}")
 
 
 def _build(cls: type, data, src: Path, name: str):

@@ -152,4 +152,4 @@ def train(
     if json_out:
         print_json(summary)
     else:
-        console.print(f"model: {summary['model']}")
+        typer.echo(f"model: {summary['model']}")

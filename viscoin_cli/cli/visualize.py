@@ -262,8 +262,10 @@ def visualize(
             console.print(f"note: concept {concept} is relevant to no class (it is inactive or counts against)")
         pairs, paths = [(c, concept)], [target]
     docs = []
+    noted: set[int] = set()  # one note per class, not one per pair
     for (c, k), path in zip(pairs, paths, strict=True):
-        if not (encoded.predicted == c).any():
+        if c not in noted and not (encoded.predicted == c).any():
+            noted.add(c)
             console.print(f"note: no test image is predicted as class {escape(names[c])}: showing images labelled so")
         indices = top_activating(encoded, k, samples, cls=c).tolist()
         head = {"class": c, "class_name": names[c], "class_relevance": float(relevance[c, k]), "indices": indices}

@@ -45,8 +45,8 @@ from viscoin_cli.training.run import RunFolder
 
 G_REG_INTERVAL = 4  # path-length regularisation every 4 iterations
 D_REG_INTERVAL = 16  # R1 every 16 iterations
-STYLE_MIXING = 0.9  # probability of mixing two latents in a batch
-PL_WEIGHT, PL_DECAY, PL_BATCH_SHRINK = 2.0, 0.01, 2
+STYLE_MIXING = 0.9  # default probability of mixing two latents in a batch (NVIDIA's; 0 for tiny data)
+PL_WEIGHT, PL_DECAY, PL_BATCH_SHRINK = 2.0, 0.01, 2  # PL_WEIGHT: default, 0 turns Greg off
 ADA_INTERVAL = 4  # iterations between p updates
 BGC = dict(
     xflip=1,
@@ -190,6 +190,8 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
             f"--batch-size {batch} must be a multiple of processes x --mbstd ({rt.world_size}x{opts['mbstd']})"
         )
     per_rank = batch // rt.world_size
+    style_mixing = opts.get("style_mixing", STYLE_MIXING)
+    pl_weight = opts.get("pl_weight", PL_WEIGHT)
     gamma = opts["gamma"] if opts["gamma"] is not None else 0.0002 * resolution**2 / batch  # NVIDIA's auto gamma
 
     g_kwargs, d_kwargs = opts["G_kwargs"], opts["D_kwargs"]
@@ -208,7 +210,7 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
     frozen = _freeze_discriminator_blocks(D, opts["freeze_d"]) if opts["freeze_d"] else []
     for module in (G, D, G_ema, augment):
         module.to(rt.device)
-    opt_G = _adam(G.parameters(), opts["glr"], G_REG_INTERVAL)
+    opt_G = _adam(G.parameters(), opts["glr"], G_REG_INTERVAL if pl_weight > 0 else None)
     opt_D = _adam([p for p in D.parameters() if p.requires_grad], opts["dlr"], D_REG_INTERVAL)
     pl_mean = torch.zeros((), device=rt.device)
     cur_nimg, tick = 0, 0
@@ -245,9 +247,9 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
         net = G_ddp if ddp else G
         mapping, synthesis = unwrap(net).mapping, unwrap(net).synthesis
         ws = mapping(z, None)
-        if STYLE_MIXING > 0:
+        if style_mixing > 0:
             cutoff = torch.randint(1, ws.shape[1], (), device=ws.device)
-            mix = torch.rand((), device=ws.device) < STYLE_MIXING
+            mix = torch.rand((), device=ws.device) < style_mixing
             cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, ws.shape[1]))
             mixed = mapping(torch.randn_like(z), None, skip_w_avg_update=True)
             ws = torch.where(torch.arange(ws.shape[1], device=ws.device)[None, :, None] < cutoff, ws, mixed)
@@ -287,7 +289,7 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
                 loss_G.backward()
                 sums[0] += loss_G.detach()
                 # Greg: path-length regularisation (lazy: weighted by the interval).
-                if batch_idx % G_REG_INTERVAL == 0:
+                if pl_weight > 0 and batch_idx % G_REG_INTERVAL == 0:
                     pl_batch = max(1, per_rank // PL_BATCH_SHRINK)
                     fakes, ws = run_G(z[:pl_batch])
                     noise = torch.randn_like(fakes) / math.sqrt(fakes.shape[2] * fakes.shape[3])
@@ -295,7 +297,7 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
                     pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
                     pl_mean.copy_(pl_mean.lerp(pl_lengths.mean().detach(), PL_DECAY))
                     pl_penalty = (pl_lengths - pl_mean).square()
-                    (fakes[:, 0, 0, 0] * 0 + pl_penalty * PL_WEIGHT).mean().mul(G_REG_INTERVAL).backward()
+                    (fakes[:, 0, 0, 0] * 0 + pl_penalty * pl_weight).mean().mul(G_REG_INTERVAL).backward()
                     sums[1] += pl_penalty.mean().detach()
                 opt_G.step()
 
