@@ -58,6 +58,17 @@ def test_write_leaves_no_temporary_files(ckpt):
     assert sorted(p.name for p in ckpt.parent.iterdir()) == ["model.safetensors"]
 
 
+def test_written_files_follow_the_umask(tmp_path, tensors):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.safetensors", tensors, kind="classifier", config={}, dataset={})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the group, as every other file we write
+
+
 def test_failed_write_keeps_the_previous_file(ckpt):
     before = ckpt.read_bytes()
     with pytest.raises(Exception):  # noqa: B017 - any failure inside the writer

@@ -166,6 +166,12 @@ def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], sour
 # Writing
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> Path:
     """Write via a temporary file in the same folder and rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +180,7 @@ def _atomic_write(path: Path, write) -> Path:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; give them the usual permissions
         os.replace(tmp, path)
     finally:
         if tmp.exists():
