@@ -13,6 +13,7 @@ from viscoin_cli.nets.concepts import (
     InterpretableHead,
     default_support_ws,
     orthogonality_loss,
+    resolve_support_ws,
 )
 
 
@@ -67,8 +68,18 @@ def test_translator_starts_near_w_avg_and_routes_support():
 
 
 def test_translator_checks_support_indices():
-    with pytest.raises(UserError, match="out of range"):
+    with pytest.raises(UserError, match=r"expected some of 0\.\.7"):
         ConceptTranslator(4, 8, 16, torch.zeros(16), support_ws=(0, 9))
+
+
+def test_support_indices_count_from_the_end_when_negative():
+    assert resolve_support_ws((-1, -2, 0, 0), 8) == (0, 6, 7)
+    assert default_support_ws(14) == (0, 1, 2, 12, 13)
+
+
+def test_the_concepts_keep_at_least_one_w_vector():
+    with pytest.raises(UserError, match=r"at least one W\+ vector"):
+        resolve_support_ws(range(6), 6)
 
 
 def test_too_small_a_generator():

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 from typer.testing import CliRunner
-from viscoin_cli.nets.stylegan2 import Generator
 
 from viscoin_cli.cli import app, load_commands
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from viscoin_cli.nets.classifier import Classifier
+from viscoin_cli.nets.stylegan2 import Generator
 from viscoin_cli.nets.viscoin import load_viscoin
 
 load_commands()
@@ -155,6 +155,28 @@ def test_generator_resolution_must_match_the_data(parts, tmp_path):
         cli("train", "--classifier", f_path, "--generator", g32, *TINY, "--resolution", "16", "--out", tmp_path / "x")
     )
     assert "32 px" in line and "16 px" in line
+
+
+def test_digits_preset_gives_gamma_the_last_two_w_vectors(trained):
+    out, _ = trained
+    assert read_meta(out / "latest.safetensors", kind="viscoin").config["support_ws"] == [4, 5]  # 6 W+ at 16 px
+
+
+def test_support_ws_option(parts, tmp_path):
+    f_path, g_path, _ = parts
+    args = ("train", "--classifier", f_path, "--generator", g_path, *TINY, "--iterations", "1")
+    assert cli(*args, "--support-ws", "0,-1", "--out", tmp_path / "a").exit_code == 0
+    assert read_meta(tmp_path / "a" / "latest.safetensors").config["support_ws"] == [0, 5]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("x", "comma-separated integers"), ("0,1,2,3,4,5", "at least one W+ vector"), ("6", "expected some of 0..5")],
+)
+def test_bad_support_ws(parts, tmp_path, value, message):
+    f_path, g_path, _ = parts
+    args = ("train", "--classifier", f_path, "--generator", g_path, *TINY, "--support-ws", value)
+    assert message in one_line_error(cli(*args, "--out", tmp_path / "x"))
 
 
 def test_wrong_kind_for_the_generator(parts, tmp_path):

@@ -181,10 +181,10 @@ def finetune_gan(
     """Train a StyleGAN2-ADA generator on a dataset, or fine-tune one (transfer learning).
 
     Non-saturating logistic loss, lazy R1 (every 16 steps) and path-length (every 4) regularisation, style
-    mixing, EMA generator, Adam(0, 0.99), and ADA's 'bgc' augmentation with p steered toward --target. The
-    run folder gets options.json, metrics.jsonl (losses, p, r_t, kimg/s), fakes*.png grids,
-    latest.safetensors (the EMA generator, what `train` and `generate` use), latest.D.safetensors and the
-    resume state. Multi-GPU: torchrun --nproc_per_node=N $(which viscoin) finetune-gan ...
+    mixing (both off in the digits preset), EMA generator, Adam(0, 0.99), and ADA's 'bgc' augmentation
+    with p steered toward --target. The run folder gets options.json, metrics.jsonl (losses, p, r_t,
+    kimg/s), fakes*.png grids, latest.safetensors (the EMA generator, what `train` and `generate` use),
+    latest.D.safetensors and the resume state. Multi-GPU: torchrun --nproc_per_node=N $(which viscoin) finetune-gan ...
 
     Examples:
       viscoin finetune-gan --dataset digits                    # recognisable digits on a CPU

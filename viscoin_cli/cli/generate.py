@@ -11,6 +11,7 @@ import typer
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
+from viscoin_cli.shipped import DEFAULT_GENERATOR
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -31,7 +32,7 @@ def parse_seeds(text: str) -> list[int]:
 
 @app.command("generate", rich_help_panel="Generator")
 def generate(
-    generator: Annotated[Path, typer.Option("--generator", help="Generator checkpoint (.safetensors).")],
+    generator: o.GeneratorPath = DEFAULT_GENERATOR,
     seeds: Annotated[str, typer.Option("--seeds", help="Seeds, e.g. 0-15 or 1,4,9.")] = "0-15",
     out: Annotated[
         Path | None, typer.Option("--out", help="Output file [default: generated.png, or .npy with --format npy].")

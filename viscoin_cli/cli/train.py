@@ -10,6 +10,7 @@ import typer
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
+from viscoin_cli.shipped import DEFAULT_CLASSIFIER, DEFAULT_GENERATOR
 
 MODEL = "VisCoIN [default: the dataset's preset]"
 LOG = "Logging"
@@ -19,10 +20,16 @@ LOG = "Logging"
 def train(
     ctx: typer.Context,
     classifier: Annotated[
-        Path | None, typer.Option("--classifier", help="Classifier f (from pretrain-classifier).")
+        Path | None,
+        typer.Option(
+            "--classifier", help="Classifier f (from pretrain-classifier) [default for digits: the shipped one]."
+        ),
     ] = None,
     generator: Annotated[
-        Path | None, typer.Option("--generator", help="Generator G (from finetune-gan or import-gan).")
+        Path | None,
+        typer.Option(
+            "--generator", help="Generator G (from finetune-gan or import-gan) [default for digits: the shipped one]."
+        ),
     ] = None,
     dataset: o.Dataset = "digits",
     data_root: o.DataRoot = None,
@@ -33,6 +40,15 @@ def train(
     bbox_crop: o.BboxCrop = False,
     concepts: Annotated[int | None, typer.Option(min=2, help="Number of concepts K.", rich_help_panel=MODEL)] = None,
     hidden: Annotated[int | None, typer.Option(min=1, help="Channels inside Ψ.", rich_help_panel=MODEL)] = None,
+    support_ws: Annotated[
+        str | None,
+        typer.Option(
+            "--support-ws",
+            help="W+ vectors driven by the support vector γ instead of the concepts: comma-separated indices, "
+            "negative from the end [default: the preset's; paper: 0,1,2,-2,-1; digits: -2,-1].",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
     alpha: Annotated[float | None, typer.Option(min=0.0, help="Output-fidelity weight.", rich_help_panel=MODEL)] = None,
     beta: Annotated[float | None, typer.Option(min=0.0, help="LPIPS weight.", rich_help_panel=MODEL)] = None,
     gamma_rc: Annotated[
@@ -96,8 +112,11 @@ def train(
             resume, given, {"iterations", "log_every", "grid_every"}, names={"concepts": "num_concepts"}
         )
         dataset = opts["dataset"]
-    elif classifier is None or generator is None:
-        raise UserError("--classifier and --generator are required (or --resume DIR)")
+    else:
+        if dataset == "digits":
+            classifier, generator = classifier or DEFAULT_CLASSIFIER, generator or DEFAULT_GENERATOR
+        if classifier is None or generator is None:
+            raise UserError(f"--dataset {dataset}: --classifier and --generator are required (or --resume DIR)")
     if dataset not in DATASET_NAMES:
         raise UserError(f"--dataset {dataset!r}: expected one of {', '.join(DATASET_NAMES)}")
     lpips = lpips or ("none" if dataset == "digits" and lpips_weights is None else "alex")
@@ -121,6 +140,7 @@ def train(
                 "bbox_crop": bbox_crop,
                 "num_concepts": pick(concepts, "num_concepts"),
                 "hidden": pick(hidden, "hidden"),
+                "support_ws": _parse_support_ws(support_ws) if support_ws is not None else preset["support_ws"],
                 "alpha": pick(alpha, "alpha"),
                 "beta": pick(beta, "beta") if lpips != "none" else 0.0,
                 "gamma_rc": pick(gamma_rc, "gamma_rc"),
@@ -153,3 +173,13 @@ def train(
         print_json(summary)
     else:
         typer.echo(f"model: {summary['model']}")
+
+
+def _parse_support_ws(text: str) -> list[int]:
+    try:
+        indices = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--support-ws {text!r}: expected comma-separated integers such as 0,1,2,-2,-1") from None
+    if not indices:
+        raise UserError(f"--support-ws {text!r}: expected at least one index")
+    return indices

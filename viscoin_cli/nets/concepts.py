@@ -28,9 +28,19 @@ CONCEPT_GRID = 3  # Φ is K maps of 3x3
 
 def default_support_ws(num_ws: int) -> tuple[int, ...]:
     """W+ vectors fed by γ instead of Φ: the first 3 and the last 2 (paper App. B.1.2)."""
+    return resolve_support_ws((0, 1, 2, -2, -1), num_ws)
+
+
+def resolve_support_ws(indices: Sequence[int], num_ws: int) -> tuple[int, ...]:
+    """W+ indices fed by γ, negative ones counted from the end (-1: the last), sorted and checked."""
     if num_ws < 6:
         raise UserError(f"a generator with {num_ws} W+ vectors is too small for VisCoIN (need >= 6, i.e. >= 16 px)")
-    return (0, 1, 2, num_ws - 2, num_ws - 1)
+    if not indices or any(not -num_ws <= i < num_ws for i in indices):
+        raise UserError(f"support W+ indices {list(indices)}: expected some of 0..{num_ws - 1} (or -1..-{num_ws})")
+    resolved = sorted({i % num_ws for i in indices})
+    if len(resolved) == num_ws:
+        raise UserError(f"support W+ indices {list(indices)}: leave at least one W+ vector to the concepts")
+    return tuple(resolved)
 
 
 class TapProjection(nn.Module):
@@ -97,8 +107,7 @@ class ConceptTranslator(nn.Module):
     def __init__(self, num_concepts: int, num_ws: int, w_dim: int, w_avg: torch.Tensor, support_ws: Sequence[int]):
         super().__init__()
         in_features = num_concepts * CONCEPT_GRID**2
-        if any(not 0 <= i < num_ws for i in support_ws):
-            raise UserError(f"support W+ indices {list(support_ws)} out of range for {num_ws} W+ vectors")
+        support_ws = resolve_support_ws(support_ws, num_ws)
         self.weight = nn.Parameter(torch.randn(num_ws, w_dim, in_features) * (0.1 / math.sqrt(in_features)))
         self.bias = nn.Parameter(torch.zeros(num_ws, w_dim))
         self.register_buffer("w_avg", w_avg.detach().clone().reshape(w_dim))

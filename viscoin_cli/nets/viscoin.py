@@ -24,7 +24,13 @@ from torch import nn
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import CheckpointMeta, load_checkpoint, load_into, sha256_file
 from viscoin_cli.nets.classifier import Classifier, load_classifier
-from viscoin_cli.nets.concepts import ConceptExtractor, ConceptTranslator, InterpretableHead, default_support_ws
+from viscoin_cli.nets.concepts import (
+    ConceptExtractor,
+    ConceptTranslator,
+    InterpretableHead,
+    default_support_ws,
+    resolve_support_ws,
+)
 
 
 @dataclass
@@ -52,7 +58,11 @@ class VisCoIN(nn.Module):
         self.config = dict(config)
         self.f = freeze(classifier)
         self.G = freeze(generator)
-        support_ws = config.get("support_ws") or default_support_ws(generator.num_ws)
+        support_ws = (
+            default_support_ws(generator.num_ws)
+            if config.get("support_ws") is None
+            else resolve_support_ws(config["support_ws"], generator.num_ws)
+        )
         self.config["support_ws"] = list(support_ws)
         self.psi = ConceptExtractor(
             classifier.tap_channels(), classifier.tap_strides(), config["num_concepts"], config["hidden"]
