@@ -49,6 +49,21 @@ def test_command_help_through_console_script(command):
     assert "Usage" in result.stdout and "--help" in result.stdout
 
 
+def test_root_help_groups_commands_in_plain_text():
+    # plain click formatting: rendering rich help would import ~0.1 s of modules for `viscoin --help`
+    code = (
+        "import sys; from viscoin_cli.cli import main; sys.argv = ['viscoin', '--help']\n"
+        "try: main()\nexcept SystemExit: pass\nprint('rich imported:', any(m.startswith('rich') for m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "rich imported: False"
+    sections = [line[:-1] for line in lines if line.endswith(":") and not line.startswith(" ")]
+    assert sections == ["Options", "Train", "Generator", "Interpret", "Pipeline"]
+    assert lines.index("Train:") < next(i for i, line in enumerate(lines) if line.lstrip().startswith("train "))
+    assert "\\[" not in result.stdout
+
+
 def test_help_keeps_bracketed_text():
     # "[default: ...]" in a help text must not be eaten as rich markup.
     result = CliRunner().invoke(app, ["pretrain-classifier", "--help"], env={"COLUMNS": "200"})

@@ -29,22 +29,42 @@ def _one_line(err: BaseException) -> str:
     return " ".join(lines)
 
 
+PANELS = ("Train", "Generator", "Interpret", "Pipeline")  # the order of the sections of `viscoin --help`
+
+
 class _Group(TyperGroup):
-    """Runs a subcommand and turns user mistakes into one line on stderr and exit code 2."""
+    """Runs a subcommand and turns user mistakes into one line on stderr and exit code 2.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Help texts are plain text ("[default: ...]", "E[sign(...)]"): keep rich from reading them as markup.
-        from rich.markup import escape
-
-        for command in self.commands.values():
-            command.help = escape(command.help) if command.help else command.help
-            for param in command.params:
-                if getattr(param, "help", None):
-                    param.help = escape(param.help)
+    `viscoin --help` is plain text (click's formatter, one section per panel): typer's rich help renderer
+    costs ~0.1 s of imports, and the top-level help must stay instant. Subcommands keep rich help.
+    """
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return sorted(self.commands)
+
+    def format_help(self, ctx: typer.Context, formatter) -> None:
+        self.format_usage(ctx, formatter)
+        self.format_help_text(ctx, formatter)
+        self.format_options(ctx, formatter)  # also writes the commands (format_commands)
+        self.format_epilog(ctx, formatter)
+
+    def format_commands(self, ctx: typer.Context, formatter) -> None:
+        commands = [(name, self.commands[name]) for name in self.list_commands(ctx) if not self.commands[name].hidden]
+        pad = max(len(name) for name, _ in commands)  # one column for every section
+        for panel in sorted({c.rich_help_panel or "Commands" for _, c in commands}, key=_panel_order):
+            rows = [
+                (name.ljust(pad), command.get_short_help_str(limit=200))
+                for name, command in commands
+                if (command.rich_help_panel or "Commands") == panel
+            ]
+            with formatter.section(panel):
+                formatter.write_dl(rows)
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not getattr(command, "_escaped", False):
+            _escape_help(command)
+        return name, command, rest
 
     def invoke(self, ctx: typer.Context):
         try:
@@ -55,6 +75,21 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+
+
+def _panel_order(panel: str) -> int:
+    return PANELS.index(panel) if panel in PANELS else len(PANELS)
+
+
+def _escape_help(command) -> None:
+    """Help texts are plain text ("[default: ...]", "E[sign(...)]"): keep rich from reading them as markup."""
+    from rich.markup import escape
+
+    command.help = escape(command.help) if command.help else command.help
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+    command._escaped = True
 
 
 app = typer.Typer(
