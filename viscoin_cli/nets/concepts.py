@@ -107,12 +107,12 @@ class ConceptTranslator(nn.Module):
     def __init__(self, num_concepts: int, num_ws: int, w_dim: int, w_avg: torch.Tensor, support_ws: Sequence[int]):
         super().__init__()
         in_features = num_concepts * CONCEPT_GRID**2
-        support_ws = resolve_support_ws(support_ws, num_ws)
+        self.support_ws = resolve_support_ws(support_ws, num_ws)
         self.weight = nn.Parameter(torch.randn(num_ws, w_dim, in_features) * (0.1 / math.sqrt(in_features)))
         self.bias = nn.Parameter(torch.zeros(num_ws, w_dim))
         self.register_buffer("w_avg", w_avg.detach().clone().reshape(w_dim))
         mask = torch.zeros(num_ws, dtype=torch.bool)
-        mask[list(support_ws)] = True
+        mask[list(self.support_ws)] = True
         self.register_buffer("uses_support", mask)
 
     def forward(self, concept_maps: torch.Tensor, support: torch.Tensor) -> torch.Tensor:

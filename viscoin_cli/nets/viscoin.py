@@ -24,13 +24,7 @@ from torch import nn
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import CheckpointMeta, load_checkpoint, load_into, sha256_file
 from viscoin_cli.nets.classifier import Classifier, load_classifier
-from viscoin_cli.nets.concepts import (
-    ConceptExtractor,
-    ConceptTranslator,
-    InterpretableHead,
-    default_support_ws,
-    resolve_support_ws,
-)
+from viscoin_cli.nets.concepts import ConceptExtractor, ConceptTranslator, InterpretableHead, default_support_ws
 
 
 @dataclass
@@ -58,12 +52,9 @@ class VisCoIN(nn.Module):
         self.config = dict(config)
         self.f = freeze(classifier)
         self.G = freeze(generator)
-        support_ws = (
-            default_support_ws(generator.num_ws)
-            if config.get("support_ws") is None
-            else resolve_support_ws(config["support_ws"], generator.num_ws)
-        )
-        self.config["support_ws"] = list(support_ws)
+        support_ws = config.get("support_ws")
+        if support_ws is None:
+            support_ws = default_support_ws(generator.num_ws)
         self.psi = ConceptExtractor(
             classifier.tap_channels(), classifier.tap_strides(), config["num_concepts"], config["hidden"]
         )
@@ -71,6 +62,7 @@ class VisCoIN(nn.Module):
         self.omega = ConceptTranslator(
             config["num_concepts"], generator.num_ws, generator.w_dim, generator.mapping.w_avg, support_ws
         )
+        self.config["support_ws"] = list(self.omega.support_ws)  # resolved: sorted, none negative
 
     @property
     def num_concepts(self) -> int:

@@ -372,7 +372,7 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
         }
         done = cur_nimg >= total_nimg
         snapshot = tick % opts["snap"] == 0 or done
-        if rt.is_main and snapshot and fid_extractor is not None:
+        if snapshot and fid_extractor is not None:  # only rank 0 has an extractor
             last["fid"] = generator_fid(
                 G_ema, fid_extractor, real_stats, opts["fid_images"], opts["seed"], device=rt.device
             )
