@@ -100,3 +100,24 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "refusing to load" in lines[0] and "system" in lines[0]
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "G.safetensors").exists()
+
+
+def test_a_configuration_we_cannot_build_is_one_line(tmp_path):
+    torch.manual_seed(0)
+    G = Generator(**G_KWARGS)
+    bad = {**G_KWARGS, "mapping_kwargs": {"num_layers": 2, "lr_mul": 0.01}}  # NVIDIA spells it lr_multiplier
+    src = dump({"G_ema": as_persistent(G, "Generator", bad)}, tmp_path / "n.pkl")
+    result = cli("import-gan", src, tmp_path / "G.safetensors")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {src}: G_ema config not understood"), result.stderr
+    assert "lr_mul" in lines[0] and not (tmp_path / "G.safetensors").exists()
+
+
+def test_quiet_is_not_an_option_of_import_gan(tmp_path):
+    """It never did anything here (the command prints only its result); an unknown option is one line."""
+    src, _ = nvidia_pickle(tmp_path / "n.pkl")
+    result = cli("import-gan", src, tmp_path / "G.safetensors", "--quiet")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: No such option: --quiet"), result.stderr

@@ -118,7 +118,7 @@ CPU = ["--device", "cpu", "--workers", "0"]
 OVERRIDES: dict[str, list[str]] = {
     "pretrain-classifier": ["--arch", "resnet18", "--width", "4", "--stem", "small", "--weights", "none",
                             "--epochs", "1", "--batch-size", "4", "--resolution", str(RESOLUTION), "--quiet", *CPU],
-    "import-gan": ["--quiet"],
+    "import-gan": [],
     "finetune-gan": ["--kimg", "0.008", "--batch-size", "4", "--tick-kimg", "0.004", "--grid-size", "4",
                      "--resolution", str(RESOLUTION), "--quiet", *CPU],
     "train": ["--iterations", "2", "--concepts", "4", "--hidden", "4", "--real-batch", "2", "--synthetic-batch", "2",

@@ -1,7 +1,8 @@
 """The `viscoin` command-line app.
 
 Each subcommand lives in its own module in this package and registers itself on `app` with
-`@app.command(...)`; `main` imports every module here, so adding a command is adding one file.
+`@app.command(...)`; `main` imports the modules named in `COMMAND_MODULES`, so adding a command is adding
+its file and its name there. Helper modules (`options`, `_*.py`) are never imported as commands.
 Command modules import torch and the core only inside the command function: `viscoin --help`
 must stay instant.
 """
@@ -9,21 +10,32 @@ must stay instant.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
 from viscoin_cli.cli.app import app
+
+COMMAND_MODULES = (
+    "evaluate",
+    "finetune_gan",
+    "generate",
+    "import_gan",
+    "pipeline",
+    "pretrain_classifier",
+    "relevance",
+    "report",
+    "train",
+    "visualize",
+)
 
 _loaded = False
 
 
 def load_commands() -> None:
-    """Import every command module of this package so that each registers itself on `app`."""
+    """Import the command modules so that each registers itself on `app`."""
     global _loaded
     if _loaded:
         return
-    for module in pkgutil.iter_modules(__path__):
-        if not module.name.startswith("_") and module.name not in ("app", "options"):
-            importlib.import_module(f"{__name__}.{module.name}")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
     _loaded = True
 
 
@@ -33,4 +45,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "load_commands", "main"]
+__all__ = ["COMMAND_MODULES", "app", "load_commands", "main"]

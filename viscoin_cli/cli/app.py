@@ -6,34 +6,23 @@ import typer
 from typer.core import TyperGroup
 
 from viscoin_cli import __version__
-from viscoin_cli.errors import UserError
+from viscoin_cli.errors import UserError, one_line
 
 # Exit codes: 1 is a failed check (e.g. `evaluate --fail-under`), 2 a usage or input error.
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-def _one_line(err: BaseException) -> str:
-    """The message of `err` on one line.
-
-    An exception raised in a DataLoader worker is re-raised in the main process with the worker's
-    traceback glued into its message; the user only needs the last line of it.
-    """
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    if len(lines) > 1 and lines[0].startswith("Caught "):
-        last = lines[-1]
-        prefix = f"{type(err).__name__}: "
-        return last[len(prefix) :] if last.startswith(prefix) else last
-    return " ".join(lines)
-
+# click's base of every argument-parsing error; typer exports only the BadParameter subclass, and newer typer
+# vendors click (typer._click), so the base is found from there rather than imported from either package.
+_UsageError = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
 
 PANELS = ("Train", "Generator", "Interpret", "Pipeline")  # the order of the sections of `viscoin --help`
 
 
 class _Group(TyperGroup):
     """Runs a subcommand and turns user mistakes into one line on stderr and exit code 2.
+
+    User mistakes are `UserError`s and click's own errors about a subcommand's arguments (a bad value,
+    an out-of-range number, an unknown option): one line like any other, not click's usage box.
 
     `viscoin --help` is plain text (click's formatter, one section per panel): typer's rich help renderer
     costs ~0.1 s of imports, and the top-level help must stay instant. Subcommands keep rich help.
@@ -69,8 +58,13 @@ class _Group(TyperGroup):
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
+        except _UsageError as err:
+            if err.ctx is ctx:  # the group's own errors (no such command) keep click's usage box
+                raise
+            typer.echo(f"error: {one_line(err.format_message())}", err=True)  # a subcommand's bad argument
+            ctx.exit(EXIT_USER_ERROR)
         except UserError as err:
-            typer.echo(f"error: {_one_line(err)}", err=True)
+            typer.echo(f"error: {one_line(err)}", err=True)
             ctx.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

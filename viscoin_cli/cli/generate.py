@@ -51,7 +51,6 @@ def generate(
     columns: Annotated[int | None, typer.Option("--columns", min=1, help="Images per grid row.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 16,
     device: o.Device = "auto",
-    quiet: o.Quiet = False,
 ) -> None:
     """Generate images from a generator checkpoint, one per seed.
 

@@ -18,7 +18,6 @@ def import_gan(
     dest: Annotated[Path, typer.Argument(help="Generator checkpoint to write (.safetensors).")],
     which: Annotated[str, typer.Option("--which", help="Generator to keep: G_ema (the one to use) or G.")] = "G_ema",
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
-    quiet: o.Quiet = False,
     json_out: o.Json = False,
 ) -> None:
     """Import NVIDIA's StyleGAN2-ADA pickle without running any code from it.
@@ -80,11 +79,8 @@ def import_gan(
 
 def _build(cls: type, data, src: Path, name: str):
     """Instantiate our network from the pickle's constructor arguments and load its weights strictly."""
-    from viscoin_cli.io.checkpoint import load_into
+    from viscoin_cli.io.checkpoint import build_from_config, load_into
 
-    try:
-        net = cls(**data.init_kwargs)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"{src}: {name} has a configuration we cannot build ({err})") from None
+    net = build_from_config(cls, data.init_kwargs, src, name)
     load_into(net, data.state_dict, f"{src} ({name})")
     return net.eval()

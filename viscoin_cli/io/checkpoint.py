@@ -24,17 +24,18 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from viscoin_cli import __version__
-from viscoin_cli.errors import UserError
+from viscoin_cli.errors import UserError, one_line
 
+T = TypeVar("T")
 FORMAT = "viscoin"
 FORMAT_VERSION = "1"
 KINDS = ("classifier", "generator", "discriminator", "viscoin", "state")
@@ -160,6 +161,23 @@ def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], sour
                 parts.append(f"{len(names)} {label} (e.g. {names[0]})")
         raise UserError(f"{source}: weights do not match the network's configuration: {', '.join(parts)}")
     module.load_state_dict(tensors, strict=True)
+
+
+def build_from_config(build: Callable[..., T], config: Any, source: object, what: str) -> T:
+    """`build(**config)` for a config read from a file (a checkpoint, an NVIDIA pickle).
+
+    The file decides the arguments, so an unknown or missing key or a bad value is the user's problem,
+    not a bug: it becomes one `UserError` line naming `source` and `what` was being built.
+    """
+    try:
+        if not isinstance(config, Mapping):
+            raise TypeError(f"expected a JSON object, got {type(config).__name__}")
+        return build(**config)
+    except (TypeError, ValueError, KeyError, IndexError, AssertionError, UserError) as err:
+        reason = one_line(err)
+        if not isinstance(err, UserError) and reason != type(err).__name__:
+            reason = f"{type(err).__name__}: {reason}"  # "KeyError: 'num_concepts'" says more than "'num_concepts'"
+        raise UserError(f"{source}: {what} config not understood ({reason})") from None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from viscoin_cli.errors import UserError
+from viscoin_cli.errors import UserError, one_line
+from viscoin_cli.nets.ops import setup_filter
 
 __all__ = ["NetworkData", "NvidiaPickle", "read_nvidia_pickle"]
 
@@ -49,6 +50,9 @@ class NvidiaPickle:
     source: str  # "pytorch" | "tensorflow"
     networks: dict[str, NetworkData]
     augment_p: float | None
+
+
+_QUOTED = 200  # at most this much of an error's text from a foreign file goes into our message
 
 
 class _Refused(Exception):
@@ -232,7 +236,9 @@ def read_nvidia_pickle(path: str | os.PathLike) -> NvidiaPickle:
     try:
         return _interpret(data, where)
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as err:  # a malformed file
-        raise UserError(f"{where}: unexpected content, not an NVIDIA network pickle ({_one_line(err)})") from None
+        raise UserError(
+            f"{where}: unexpected content, not an NVIDIA network pickle ({one_line(err, _QUOTED)})"
+        ) from None
 
 
 def _interpret(data: Any, where: str) -> NvidiaPickle:
@@ -268,15 +274,10 @@ def _unpickle(where: str) -> Any:
         except _Refused as err:
             raise UserError(f"{where}: refusing to load: {err}") from None
         except (EOFError, pickle.UnpicklingError) as err:
-            raise UserError(f"{where}: truncated or corrupt pickle ({_one_line(err)})") from None
+            raise UserError(f"{where}: truncated or corrupt pickle ({one_line(err, _QUOTED)})") from None
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError, OverflowError,
                 MemoryError, RecursionError, UnicodeDecodeError) as err:  # fmt: skip
-            raise UserError(f"{where}: corrupt pickle ({type(err).__name__}: {_one_line(err)})") from None
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return (text[:200] + "...") if len(text) > 200 else (text or type(err).__name__)
+            raise UserError(f"{where}: corrupt pickle ({type(err).__name__}: {one_line(err, _QUOTED)})") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -437,15 +438,6 @@ def _check_tf_version(net: _TFNetwork, where: str, role: str) -> None:
         raise UserError(f"{where}: TensorFlow {role} has pickle version {version}; only StyleGAN2 (4+) is supported")
 
 
-def _filter(f: Any) -> torch.Tensor:
-    """The `resample_filter` buffer NVIDIA's code derives from a filter argument (outer product, sum 1)."""
-    f = torch.as_tensor(1 if f is None else f, dtype=torch.float32)
-    f = f[None] if f.ndim == 0 else f
-    if f.ndim == 1 and f.numel() < 8:
-        f = torch.outer(f, f)
-    return f / f.sum()
-
-
 def _default(value: Any, fallback: int) -> int:
     return fallback if value is None else value
 
@@ -526,8 +518,8 @@ def _convert_tf_generator(net: _TFNetwork, where: str, role: str) -> NetworkData
     if res_max < 4 or res_max & (res_max - 1):
         raise UserError(f"{where}: TensorFlow {role} has resolution {res_max}, expected a power of two")
     cv = _Converter(tf, where, role)
-    rf = _filter(synthesis["resample_filter"])
-    rf_default = _filter(_DEFAULT_FILTER)
+    rf = setup_filter(synthesis["resample_filter"])
+    rf_default = setup_filter(_DEFAULT_FILTER)
 
     def layer(name: str, tf_name: str, in_c: int, out_c: int, res: int, noise: int, up: bool) -> None:
         cv.conv(name, tf_name, out_c, in_c, 3, flip=up, bias=False)
@@ -603,8 +595,8 @@ def _convert_tf_discriminator(net: _TFNetwork, where: str) -> NetworkData:
     if arch not in ("orig", "skip", "resnet"):
         raise UserError(f"{where}: TensorFlow D has the unknown architecture {arch!r}")
     cv = _Converter(tf, where, "D")
-    rf = _filter(kwargs["block_kwargs"]["resample_filter"])
-    rf_default = _filter(_DEFAULT_FILTER)
+    rf = setup_filter(kwargs["block_kwargs"]["resample_filter"])
+    rf_default = setup_filter(_DEFAULT_FILTER)
 
     def ch(res: int) -> int:
         return _channels(kwargs["channel_base"], kwargs["channel_max"], res)

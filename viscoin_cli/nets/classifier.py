@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.checkpoint import CheckpointMeta, load_checkpoint, load_into
+from viscoin_cli.io.checkpoint import CheckpointMeta, build_from_config, load_checkpoint, load_into
 from viscoin_cli.nets.resnet import STEMS, BasicBlock, Bottleneck, ResNet
 
 ARCHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
@@ -158,9 +158,6 @@ def load_initial_weights(model: Classifier, weights: str | os.PathLike) -> str:
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Classifier, CheckpointMeta]:
     """Rebuild a trained classifier from its checkpoint alone, in eval mode."""
     tensors, meta = load_checkpoint(path, kind="classifier")
-    try:
-        model = Classifier(**meta.config)
-    except TypeError as err:
-        raise UserError(f"{meta.path}: classifier config not understood ({err})") from None
+    model = build_from_config(Classifier, meta.config, meta.path, "classifier")
     load_into(model, tensors, meta.path)
     return model.to(device).eval(), meta

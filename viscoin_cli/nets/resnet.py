@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from viscoin_cli.errors import UserError
+
 STEMS = ("imagenet", "small")
 
 
@@ -83,7 +85,7 @@ class ResNet(nn.Module):
     ):
         super().__init__()
         if stem not in STEMS:
-            raise ValueError(f"unknown stem {stem!r}: expected one of {', '.join(STEMS)}")
+            raise UserError(f"unknown stem {stem!r}: expected one of {', '.join(STEMS)}")
         # Modules are created in torchvision's order: a seeded build draws the same numbers.
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)

@@ -11,6 +11,10 @@ network's `_init_kwargs` and `state_dict()` load as they are and reproduce its i
   'orig' / 'resnet' / 'skip' are all accepted where NVIDIA accepts them.
 - fp16 blocks (`num_fp16_res`) run in fp16 only on CUDA; on CPU everything is fp32. `conv_clamp`
   clamps activations whatever the precision, as NVIDIA does.
+- `forward` takes NVIDIA's keywords by name and nothing else: a misspelt one (`noise_mod=`) is a TypeError,
+  as it is in NVIDIA's code, instead of silently running with the default.
+- A bad configuration or argument (resolution, architecture, noise mode, ws shape, batch vs. minibatch-std
+  group) is a `UserError`: the configs come from checkpoints and pickles, the arguments from options.
 
 Shapes: z [N, z_dim], c [N, c_dim], ws [N, num_ws, w_dim] (W+), images [N, img_channels, res, res] in ~[-1, 1].
 """
@@ -26,7 +30,7 @@ import torch
 from torch import nn
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.checkpoint import CheckpointMeta, load_checkpoint, load_into
+from viscoin_cli.io.checkpoint import CheckpointMeta, build_from_config, load_checkpoint, load_into
 from viscoin_cli.nets.ops import (
     activation_gain,
     bias_act,
@@ -46,7 +50,7 @@ ARCHITECTURES = ("orig", "skip", "resnet")
 
 def _check_resolution(resolution: int) -> None:
     if resolution < 4 or resolution & (resolution - 1):
-        raise ValueError(f"StyleGAN2 needs a power-of-two resolution >= 4, got {resolution}")
+        raise UserError(f"StyleGAN2 needs a power-of-two resolution >= 4, got {resolution}")
 
 
 def _block_format(use_fp16: bool, channels_last: bool, device: torch.device, force_fp32: bool):
@@ -224,7 +228,7 @@ class MappingNetwork(nn.Module):
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if truncation_psi != 1:
             if self.w_avg_beta is None:
-                raise ValueError("truncation needs w_avg, which this mapping network does not track")
+                raise UserError("truncation needs w_avg, which this mapping network does not track")
             truncated = self.w_avg.lerp(x, truncation_psi)
             if self.num_ws is not None and truncation_cutoff is not None:
                 truncated = torch.cat([truncated[:, :truncation_cutoff], x[:, truncation_cutoff:]], dim=1)
@@ -273,7 +277,7 @@ class SynthesisLayer(nn.Module):
         self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True, gain: float = 1
     ) -> torch.Tensor:
         if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+            raise UserError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
         styles = self.affine(w)  # [N, in_channels]
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -348,7 +352,7 @@ class SynthesisBlock(nn.Module):
         **layer_kwargs: Any,
     ):
         if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+            raise UserError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
         super().__init__()
         self.in_channels = in_channels
         self.w_dim = w_dim
@@ -411,9 +415,13 @@ class SynthesisBlock(nn.Module):
         force_fp32: bool = False,
         fused_modconv: bool | None = None,
         noise_mode: str = "random",
-        **_: Any,
+        update_emas: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(features [N, C, res, res], image so far [N, img_channels, res, res] or None) from ws [N, k, w_dim]."""
+        """(features [N, C, res, res], image so far [N, img_channels, res, res] or None) from ws [N, k, w_dim].
+
+        `update_emas` is accepted for stylegan3's API and does nothing: a synthesis block keeps no averages.
+        """
+        del update_emas
         w_iter = iter(ws.unbind(dim=1))
         dtype, memory_format = _block_format(self.use_fp16, self.channels_last, ws.device, force_fp32)
         if fused_modconv is None:  # NVIDIA's choice: grouped conv at inference unless fp16 with a batch > 1
@@ -483,17 +491,29 @@ class SynthesisNetwork(nn.Module):
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws: torch.Tensor, **block_kwargs: Any) -> torch.Tensor:
-        """Image [N, img_channels, res, res] from ws [N, num_ws, w_dim]; block_kwargs: noise_mode, force_fp32, ..."""
+    def forward(
+        self,
+        ws: torch.Tensor,
+        *,
+        noise_mode: str = "random",
+        force_fp32: bool = False,
+        fused_modconv: bool | None = None,
+        update_emas: bool = False,
+    ) -> torch.Tensor:
+        """Image [N, img_channels, res, res] from ws [N, num_ws, w_dim].
+
+        noise_mode: 'random' | 'const' | 'none'; force_fp32: no fp16 blocks even on CUDA; fused_modconv: one
+        grouped conv per layer (None: NVIDIA's choice); update_emas: accepted for stylegan3's API, no effect.
+        """
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+            raise UserError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            x, img = block(x, img, block_ws, **block_kwargs)
+            x, img = block(x, img, block_ws, force_fp32=force_fp32, fused_modconv=fused_modconv, noise_mode=noise_mode)
             w_idx += block.num_conv
         return img
 
@@ -532,11 +552,13 @@ class Generator(nn.Module):
         truncation_psi: float = 1,
         truncation_cutoff: int | None = None,
         *,
+        noise_mode: str = "random",
+        force_fp32: bool = False,
+        fused_modconv: bool | None = None,
         update_emas: bool | None = None,
         skip_w_avg_update: bool = False,
-        **synthesis_kwargs: Any,
     ) -> torch.Tensor:
-        """Images [N, img_channels, res, res]; synthesis_kwargs: noise_mode='random'|'const'|'none', ..."""
+        """Images [N, img_channels, res, res]; the keywords are those of the mapping's and synthesis' forward."""
         ws = self.mapping(
             z,
             c,
@@ -545,7 +567,7 @@ class Generator(nn.Module):
             update_emas=update_emas,
             skip_w_avg_update=skip_w_avg_update,
         )
-        return self.synthesis(ws, **synthesis_kwargs)
+        return self.synthesis(ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -577,7 +599,7 @@ class DiscriminatorBlock(nn.Module):
         if in_channels not in (0, tmp_channels):
             raise ValueError(f"in_channels must be 0 or tmp_channels ({tmp_channels}), got {in_channels}")
         if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+            raise UserError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
         super().__init__()
         self.in_channels = in_channels
         self.resolution = resolution
@@ -653,7 +675,7 @@ class MinibatchStdLayer(nn.Module):
         N, C, H, W = x.shape
         group = min(self.group_size, N) if self.group_size is not None else N
         if N % group:
-            raise ValueError(f"minibatch-std: batch {N} is not divisible by group size {group}")
+            raise UserError(f"minibatch-std: batch {N} is not divisible by group size {group}")
         F = self.num_channels
         y = x.reshape(group, -1, F, C // F, H, W)  # [G, n, F, c, H, W]
         y = (y - y.mean(dim=0)).square().mean(dim=0)  # [n, F, c, H, W] variance over each group
@@ -678,7 +700,7 @@ class DiscriminatorEpilogue(nn.Module):
         conv_clamp: float | None = None,
     ):
         if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+            raise UserError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
         super().__init__()
         self.in_channels = in_channels
         self.cmap_dim = cmap_dim
@@ -770,8 +792,14 @@ class Discriminator(nn.Module):
             channels[4], cmap_dim=cmap_dim, resolution=4, **(epilogue_kwargs or {}), **common
         )
 
-    def forward(self, img: torch.Tensor, c: torch.Tensor | None, force_fp32: bool = False, **_: Any) -> torch.Tensor:
-        """Logits [N, 1] for images [N, img_channels, res, res] (and labels [N, c_dim])."""
+    def forward(
+        self, img: torch.Tensor, c: torch.Tensor | None, *, force_fp32: bool = False, update_emas: bool = False
+    ) -> torch.Tensor:
+        """Logits [N, 1] for images [N, img_channels, res, res] (and labels [N, c_dim]).
+
+        `update_emas` is accepted for stylegan3's API and does nothing: D keeps no averages.
+        """
+        del update_emas
         x = None
         for res in self.block_resolutions:
             x, img = getattr(self, f"b{res}")(x, img, force_fp32=force_fp32)
@@ -783,23 +811,9 @@ class Discriminator(nn.Module):
 # Checkpoints
 
 
-def _load(kind: str, cls: type[nn.Module], path: str | os.PathLike, device: str | torch.device):
-    tensors, meta = load_checkpoint(path, kind=kind)
-    try:
-        net = cls(**meta.config)
-    except (TypeError, ValueError, KeyError) as err:
-        raise UserError(f"{meta.path}: {kind} config not understood ({err})") from None
-    load_into(net, tensors, meta.path)
-    return net.to(device).eval(), meta
-
-
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, CheckpointMeta]:
     """A generator rebuilt from its checkpoint alone (config = Generator kwargs), in eval mode."""
-    return _load("generator", Generator, path, device)
-
-
-def load_discriminator(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[Discriminator, CheckpointMeta]:
-    """A discriminator rebuilt from its checkpoint alone (config = Discriminator kwargs), in eval mode."""
-    return _load("discriminator", Discriminator, path, device)
+    tensors, meta = load_checkpoint(path, kind="generator")
+    G = build_from_config(Generator, meta.config, meta.path, "generator")
+    load_into(G, tensors, meta.path)
+    return G.to(device).eval(), meta

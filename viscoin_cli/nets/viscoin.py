@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.checkpoint import CheckpointMeta, load_checkpoint, load_into, sha256_file
+from viscoin_cli.io.checkpoint import CheckpointMeta, build_from_config, load_checkpoint, load_into, sha256_file
 from viscoin_cli.nets.classifier import Classifier, load_classifier
 from viscoin_cli.nets.concepts import ConceptExtractor, ConceptTranslator, InterpretableHead, default_support_ws
 
@@ -46,8 +46,14 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+CONFIG_KEYS = ("num_concepts", "hidden", "support_ws")  # what a viscoin checkpoint's config holds
+
+
 class VisCoIN(nn.Module):
     def __init__(self, classifier: Classifier, generator: nn.Module, config: dict[str, Any]):
+        unknown = sorted(set(config) - set(CONFIG_KEYS))
+        if unknown:  # a key we would silently ignore is a config we do not understand
+            raise UserError(f"unknown VisCoIN config key {unknown[0]!r} (expected {', '.join(CONFIG_KEYS)})")
         super().__init__()
         self.config = dict(config)
         self.f = freeze(classifier)
@@ -163,6 +169,6 @@ def load_viscoin(
         parts[role] = file
     f, _ = load_classifier(parts["classifier"], device)
     G, _ = load_generator(parts["generator"], device)
-    model = VisCoIN(f, G, meta.config)
+    model = build_from_config(lambda **config: VisCoIN(f, G, config), meta.config, meta.path, "viscoin")
     load_into(model.trained_parts(), tensors, meta.path)
     return model.to(device).eval(), meta
