@@ -11,22 +11,24 @@ import torch
 import torchvision
 from conftest import assert_one_line_error, run_cli
 
-from viscoin_cli.metrics.evaluation import Settings, canonical_key, expected_keys, flatten
+from viscoin_cli.cli._parse import canonical_key
+from viscoin_cli.metrics.checks import expected_keys, flatten
+from viscoin_cli.metrics.evaluation import Settings
 
 SMALL = ["--device", "cpu", "--samples", "20", "--consistency-samples", "10", "--concepts", "0,1", "--seed", "3"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def no_hub_cache(tmp_path_factory):
-    """An empty torch hub cache, so LPIPS's default (skip when AlexNet's weights are absent) is the same
-    on every machine."""
+    """An empty torch hub cache for every test here, so LPIPS's default (skip when AlexNet's weights are
+    absent) is the same on every machine."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
         yield
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_model, no_hub_cache):
+def evaluated(tiny_model):
     """`evaluate all --json` once; most tests only read its document."""
     result = run_cli("evaluate", "all", "--model", tiny_model, *SMALL, "--json")
     assert result.exit_code == 0, result.output
@@ -121,7 +123,7 @@ def test_faithfulness_and_consistency_match_the_metric_functions(evaluated, mode
     assert evaluated["metrics"]["consistency"]["per_concept"] == result["per_concept"]
 
 
-def test_same_seed_same_numbers(evaluated, tiny_model, no_hub_cache):
+def test_same_seed_same_numbers(evaluated, tiny_model):
     """The random parts (faithfulness' samples and baseline, consistency's SVM folds) repeat exactly."""
     result = run_cli("evaluate", "faithfulness,consistency", "--model", tiny_model, *SMALL, "--json")
     assert result.exit_code == 0, result.output

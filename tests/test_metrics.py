@@ -46,7 +46,7 @@ class IdentityModel:
             self.theta.linear.weight.copy_(weight)
             self.theta.linear.bias.zero_()
 
-    def render(self, concept_maps, support):
+    def render(self, concept_maps, _support):
         return concept_maps.reshape(len(concept_maps), 1, -1, 3)
 
     def encode(self, images):

@@ -1,4 +1,5 @@
-"""What the commands that explain a trained model share: its facts, its test split, classes and user images.
+"""What the commands that explain a trained model share: its options, its facts, its test split, classes and
+user images, and the model loaded on its runtime.
 
 Kept free of torch at import time (option declarations import it); the heavy imports happen on call.
 The underscore keeps `load_commands` from taking this module for a command.
@@ -6,6 +7,7 @@ The underscore keeps `load_commands` from taking this module for a command.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,11 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from viscoin_cli.cli import options as o
+from viscoin_cli.cli._groups import Run, option_group
 from viscoin_cli.errors import UserError
 from viscoin_cli.shipped import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     import torch
+    from rich.console import Console
 
     from viscoin_cli.data.images import ImageDataset
     from viscoin_cli.interpret.encode import Encoded
@@ -32,6 +36,31 @@ ParentGenerator = Annotated[
     typer.Option("--generator", help="The model's generator G, when it moved [default: the path the model records]."),
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", rich_help_panel=o.RUNTIME)]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Where the model's parents and its data are, when not where the model records them."""
+
+    classifier: Path | None = None
+    generator: Path | None = None
+    data_root: Path | None = None
+    bbox_crop: bool = False
+    skip_bad_images: bool = False
+
+    @property
+    def data_options(self) -> dict[str, bool]:
+        return {"bbox_crop": self.bbox_crop, "skip_bad_images": self.skip_bad_images}
+
+
+INPUTS = option_group(
+    Inputs,
+    classifier=(ParentClassifier, None),
+    generator=(ParentGenerator, None),
+    data_root=(o.DataRoot, None),
+    bbox_crop=(o.BboxCrop, False),
+    skip_bad_images=(o.SkipBadImages, False),
+)
 
 
 @dataclass
@@ -66,11 +95,11 @@ def read_model(path: Path) -> ModelFacts:
     return ModelFacts(meta.path, int(meta.config["num_concepts"]), dict(facts))
 
 
-def load_model(facts: ModelFacts, rt: Runtime, classifier: Path | None, generator: Path | None):
+def load_model(facts: ModelFacts, rt: Runtime, inputs: Inputs):
     """The VisCoIN model (f and G from their recorded paths, or the given ones), in eval mode on rt.device."""
     from viscoin_cli.nets.viscoin import load_viscoin
 
-    model, _ = load_viscoin(facts.path, rt.device, classifier=classifier, generator=generator)
+    model, _ = load_viscoin(facts.path, rt.device, classifier=inputs.classifier, generator=inputs.generator)
     return model
 
 
@@ -94,24 +123,20 @@ def parse_class(text: str, class_names: list[str], option: str = "--class") -> i
     )
 
 
-def load_test_split(facts: ModelFacts, data_root: Path | None, bbox_crop: bool, skip_bad_images: bool) -> ImageDataset:
+def load_test_split(facts: ModelFacts, inputs: Inputs) -> ImageDataset:
     """The test split of the model's dataset, at the model's resolution."""
     from viscoin_cli.data import load_dataset
 
+    root = inputs.data_root
     test_set = load_dataset(
-        facts.dataset["name"],
-        "test",
-        root=data_root,
-        resolution=facts.resolution,
-        bbox_crop=bbox_crop,
-        skip_bad_images=skip_bad_images,
+        facts.dataset["name"], "test", root=root, resolution=facts.resolution, **inputs.data_options
     )
     if test_set.class_names != facts.class_names:
-        raise UserError(f"{facts.path} was trained on other classes than those of the data in {data_root}")
+        raise UserError(f"{facts.path} was trained on other classes than those of the data in {root}")
     return test_set
 
 
-def check_indices(indices: list[int], test_set: ImageDataset, option: str = "--index") -> None:
+def check_indices(indices: Sequence[int], test_set: ImageDataset, option: str = "--index") -> None:
     for index in indices:
         if not 0 <= index < len(test_set):
             raise UserError(
@@ -120,22 +145,40 @@ def check_indices(indices: list[int], test_set: ImageDataset, option: str = "--i
             )
 
 
-def split_images(test_set: ImageDataset, indices: list[int]) -> torch.Tensor:
-    """The [-1, 1] images of some test samples, stacked."""
-    import torch
+@dataclass
+class Loaded:
+    """A model ready to explain, on its runtime, with the test split and the image files a command asked for."""
 
-    return torch.stack([test_set[i][0] for i in indices])
+    model: Any
+    rt: Runtime
+    test_set: ImageDataset | None
+    pictures: torch.Tensor | None
+
+    def encode_test(self, batch_size: int, workers: int | None, console: Console, purpose: str = "") -> Encoded:
+        """The whole test split, encoded once (what global relevance and the sample choice read)."""
+        from viscoin_cli.interpret.encode import encode_dataset
+
+        test_set = self.test_set
+        console.print(f"encoding the {len(test_set)} test images of {test_set.name}{purpose}")
+        workers = o.default_workers(test_set.name, workers)
+        return encode_dataset(self.model, test_set, self.rt, batch_size=batch_size, workers=workers)
 
 
-def encode_images(model, images: torch.Tensor, labels: torch.Tensor | None, rt: Runtime, batch_size: int) -> Encoded:
-    """Concepts and predictions of a few images in memory (label -1 where unknown)."""
-    import torch
-    from torch.utils.data import TensorDataset
+def load(
+    facts: ModelFacts, inputs: Inputs, run: Run, *, test_split: bool, images: list[Path], indices: Sequence[int] = ()
+) -> Loaded:
+    """The data first (a wrong --data-root, --index or image fails before the model loads), then the runtime
+    and the model."""
+    from viscoin_cli.data.images import load_image_files
+    from viscoin_cli.runtime import setup_runtime
 
-    from viscoin_cli.interpret.encode import encode_dataset
-
-    labels = torch.full((len(images),), -1, dtype=torch.long) if labels is None else labels
-    return encode_dataset(model, TensorDataset(images, labels), rt, batch_size=batch_size)
+    test_set = None
+    if test_split:
+        test_set = load_test_split(facts, inputs)
+        check_indices(indices, test_set)
+    pictures = load_image_files(images, facts.resolution, facts.dataset.get("channels", 3)) if images else None
+    rt = setup_runtime(device=run.device, precision=run.precision)
+    return Loaded(load_model(facts, rt, inputs), rt, test_set, pictures)
 
 
 def check_positive(value: int, option: str) -> None:

@@ -9,12 +9,13 @@ import typer
 
 from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
+from viscoin_cli.cli._evaluation import MetricOptions, build_settings, open_model
+from viscoin_cli.cli._groups import SEEDED_RUNTIME, Run, grouped, option_group
 from viscoin_cli.cli.app import app
-from viscoin_cli.errors import UserError
 from viscoin_cli.shipped import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from viscoin_cli.metrics.evaluation import Check, Settings
+    pass
 
 EXIT_CHECK_FAILED = 1
 FAITH = "Faithfulness"
@@ -29,7 +30,6 @@ KEYS_HELP = (
     "faithfulness (= faithfulness.0.2.median), consistency (= consistency.mean). Repeatable."
 )
 
-# Options shared with `viscoin report`, declared once.
 Samples = Annotated[
     int,
     typer.Option("--samples", help="Random test samples, median over them (all when fewer).", rich_help_panel=FAITH),
@@ -91,83 +91,32 @@ InceptionWeights = Annotated[
 ]
 
 
-def build_settings(
-    *,
-    num_concepts: int,
-    seed: int,
-    batch_size: int,
-    workers: int,
-    samples: int,
-    thresholds: str,
-    predictor: str,
-    lam: float,
-    consistency_samples: int,
-    concepts: str | None,
-    lpips: str | None,
-    lpips_weights: Path | None,
-    fid_features: str,
-    inception_weights: Path | None,
-) -> Settings:
-    """Validated settings (one-line errors), shared by `evaluate` and `report`."""
-    import math
-
-    from viscoin_cli.metrics.evaluation import FID_FEATURES, Settings, parse_indices, parse_thresholds
-
-    common.check_positive(batch_size, "--batch-size")
-    common.check_positive(samples, "--samples")
-    if consistency_samples < 2:
-        raise UserError(f"--consistency-samples {consistency_samples}: must be at least 2 (the SVM needs folds)")
-    if predictor not in ("g", "f"):
-        raise UserError(f"--predictor {predictor!r}: expected g or f")
-    if not math.isfinite(lam):
-        raise UserError(f"--lambda {lam}: must be a finite number")
-    if lpips is not None and lpips not in ("alex", "vgg", "none"):
-        raise UserError(f"--lpips {lpips!r}: expected alex, vgg or none")
-    if fid_features not in FID_FEATURES:
-        raise UserError(f"--fid-features {fid_features!r}: expected {' or '.join(FID_FEATURES)}")
-    if inception_weights is not None and fid_features != "inception":
-        raise UserError("--inception-weights applies to --fid-features inception")
-    return Settings(
-        seed=seed,
-        batch_size=batch_size,
-        workers=workers,
-        samples=samples,
-        thresholds=parse_thresholds(thresholds),
-        predictor=predictor,
-        lam=lam,
-        consistency_samples=consistency_samples,
-        concepts=parse_indices(concepts, num_concepts) if concepts is not None else None,
-        lpips=lpips,
-        lpips_weights=str(lpips_weights) if lpips_weights else None,
-        fid_features=fid_features,
-        inception_weights=str(inception_weights) if inception_weights else None,
-    )
+Concepts = Annotated[
+    str | None,
+    typer.Option("--concepts", help="Concepts to score, e.g. 0,3,5 or 0-15 [default: all K].", rich_help_panel=CONSIST),
+]
+METRIC_OPTIONS = option_group(
+    MetricOptions,
+    lpips=(Lpips, None),
+    lpips_weights=(LpipsWeights, None),
+    fid_features=(FidFeatures, "classifier"),
+    inception_weights=(InceptionWeights, None),
+    samples=(Samples, 1000),
+    thresholds=(Thresholds, "0.1,0.2,0.4"),
+    predictor=(Predictor, "g"),
+    lam=(Lambda, 2.0),
+    consistency_samples=(ConsistencySamples, 100),
+    concepts=(Concepts, None),
+)
 
 
 @app.command("evaluate", rich_help_panel="Interpret")
+@grouped
 def evaluate(
     metric: Annotated[str, typer.Argument(help=METRIC_HELP, show_default=False, metavar="METRIC")],
     model_path: o.Model = DEFAULT_MODEL,
-    classifier: common.ParentClassifier = None,
-    generator: common.ParentGenerator = None,
-    data_root: o.DataRoot = None,
-    bbox_crop: o.BboxCrop = False,
-    skip_bad_images: o.SkipBadImages = False,
-    lpips: Lpips = None,
-    lpips_weights: LpipsWeights = None,
-    fid_features: FidFeatures = "classifier",
-    inception_weights: InceptionWeights = None,
-    samples: Samples = 1000,
-    thresholds: Thresholds = "0.1,0.2,0.4",
-    predictor: Predictor = "g",
-    lam: Lambda = 2.0,
-    consistency_samples: ConsistencySamples = 100,
-    concepts: Annotated[
-        str | None,
-        typer.Option(
-            "--concepts", help="Concepts to score, e.g. 0,3,5 or 0-15 [default: all K].", rich_help_panel=CONSIST
-        ),
-    ] = None,
+    inputs: common.Inputs = common.INPUTS,
+    metric_options: MetricOptions = METRIC_OPTIONS,
     fail_under: Annotated[
         list[str] | None,
         typer.Option(
@@ -187,12 +136,7 @@ def evaluate(
         ),
     ] = None,
     batch_size: common.BatchSize = 64,
-    device: o.Device = "auto",
-    seed: o.Seed = 0,
-    precision: o.Precision = "fp32",
-    workers: o.Workers = None,
-    quiet: o.Quiet = False,
-    json_out: o.Json = False,
+    run: Run = SEEDED_RUNTIME,
 ) -> None:
     """Evaluate a VisCoIN model on its test split (paper §4.1): accuracy, reconstruction, faithfulness, consistency.
 
@@ -211,54 +155,25 @@ def evaluate(
     Example: viscoin evaluate all --model runs/viscoin-cub/latest.safetensors --data-root ~/data/CUB_200_2011
     --json --fail-under accuracy.g=0.75 --fail-under faithfulness.0.2.median=0.1
     """
-    from viscoin_cli.metrics.evaluation import parse_check, parse_metrics
+    from viscoin_cli.cli._parse import parse_check, parse_metrics
 
     metrics = parse_metrics(metric)
     checks = [parse_check(text, "under") for text in fail_under or []]
     checks += [parse_check(text, "over") for text in fail_over or []]
     facts = common.read_model(model_path)
-    settings = build_settings(
-        num_concepts=facts.num_concepts,
-        seed=seed,
-        batch_size=batch_size,
-        workers=o.default_workers(facts.dataset["name"], workers),
-        samples=samples,
-        thresholds=thresholds,
-        predictor=predictor,
-        lam=lam,
-        consistency_samples=consistency_samples,
-        concepts=concepts,
-        lpips=lpips,
-        lpips_weights=lpips_weights,
-        fid_features=fid_features,
-        inception_weights=inception_weights,
-    )
+    settings = build_settings(metric_options, facts, batch_size, run)
 
     from viscoin_cli.console import make_console, print_json
-    from viscoin_cli.metrics.evaluation import open_evaluation
-    from viscoin_cli.runtime import setup_runtime
 
-    console = make_console(quiet=quiet or json_out)
-    rt = setup_runtime(device=device, precision=precision, seed=seed)
-    evaluation = open_evaluation(
-        facts.path,
-        rt,
-        settings,
-        data_root=data_root,
-        data_options={"bbox_crop": bbox_crop, "skip_bad_images": skip_bad_images},
-        classifier=classifier,
-        generator=generator,
-        console=console,
-    )
-    document = evaluation.evaluate(metrics, checks)
-    if json_out:
+    document = open_model(facts, inputs, run, settings).evaluate(metrics, checks)
+    if run.json_out:
         print_json(document)
     else:
         print_table(document)
-    report_checks(document, checks, make_console())
+    report_checks(document, make_console())
 
 
-def report_checks(document: dict[str, Any], checks: list[Check], console) -> None:
+def report_checks(document: dict[str, Any], console) -> None:
     """One stderr line per failed check, then exit 1 if any failed."""
     failed = [result for result in document.get("checks", []) if not result["passed"]]
     for result in failed:
@@ -273,7 +188,7 @@ def print_table(document: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from viscoin_cli.metrics.evaluation import summary_rows
+    from viscoin_cli.interpret.tables import summary_rows
 
     model, data = document["model"], document["dataset"]
     table = Table(

@@ -9,14 +9,15 @@ import typer
 
 from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
+from viscoin_cli.cli._groups import RUNTIME, Run, grouped
 from viscoin_cli.cli.app import app
 from viscoin_cli.shipped import DEFAULT_MODEL
 
 SUBJECTS = "What to explain"
-CSV_COLUMNS = ("kind", "subject", "class", "class_name", "rank", "concept", "relevance", "activation")
 
 
 @app.command("relevance", rich_help_panel="Interpret")
+@grouped
 def relevance(
     model_path: o.Model = DEFAULT_MODEL,
     image: Annotated[
@@ -48,17 +49,9 @@ def relevance(
         Path | None,
         typer.Option("--csv", help="Also write every listed value to this CSV file (one row per concept)."),
     ] = None,
-    classifier: common.ParentClassifier = None,
-    generator: common.ParentGenerator = None,
-    data_root: o.DataRoot = None,
-    bbox_crop: o.BboxCrop = False,
-    skip_bad_images: o.SkipBadImages = False,
+    inputs: common.Inputs = common.INPUTS,
     batch_size: common.BatchSize = 128,
-    device: o.Device = "auto",
-    precision: o.Precision = "fp32",
-    workers: o.Workers = None,
-    quiet: o.Quiet = False,
-    json_out: o.Json = False,
+    run: Run = RUNTIME,
 ) -> None:
     """Concept relevance: local for single images, global for classes (paper §3.5).
 
@@ -83,87 +76,18 @@ def relevance(
     classes = [common.parse_class(text, names) for text in class_texts]
     want_global = bool(classes) or not (images or indices)
     classes = classes if classes else list(range(len(names))) if want_global else []
-    console = make_console(quiet=quiet)
+    console = make_console(quiet=run.quiet)
 
-    import torch
+    from viscoin_cli.interpret.explain import Explainer
 
-    from viscoin_cli.data.images import load_image_files
-    from viscoin_cli.interpret.encode import encode_dataset
-    from viscoin_cli.interpret.relevance import class_mean, global_relevance, local_relevance, top_concepts
-    from viscoin_cli.runtime import setup_runtime
-
-    test_set = None
-    if indices or want_global:
-        test_set = common.load_test_split(facts, data_root, bbox_crop, skip_bad_images)
-        common.check_indices(indices, test_set)
-    pictures = load_image_files(images, facts.resolution, facts.dataset.get("channels", 3)) if images else None
-    rt = setup_runtime(device=device, precision=precision)
-    model = common.load_model(facts, rt, classifier, generator)
-    weight = model.theta.linear.weight.detach().float().cpu()
+    loaded = common.load(facts, inputs, run, test_split=bool(indices) or want_global, images=images, indices=indices)
     k = min(top_k, facts.num_concepts)
-
-    def ranked(scores: torch.Tensor, activations: torch.Tensor) -> list[dict[str, Any]]:
-        values, order = top_concepts(scores, k)
-        return [
-            {"rank": rank, "concept": int(c), "relevance": float(v), "activation": float(activations[c])}
-            for rank, (v, c) in enumerate(zip(values.tolist(), order.tolist(), strict=True), 1)
-        ]
-
-    full = None  # the whole test split, encoded once, when global relevance needs it
-    if want_global:
-        console.print(f"encoding the {len(test_set)} test images of {test_set.name} for global relevance")
-        full = encode_dataset(
-            model, test_set, rt, batch_size=batch_size, workers=o.default_workers(test_set.name, workers)
-        )
-
-    groups = []  # (encoded images, one {kind: subject, label...} per image)
-    if pictures is not None:
-        groups.append(
-            (common.encode_images(model, pictures, None, rt, batch_size), [{"image": str(p)} for p in images])
-        )
-    if indices:
-        labels = [test_set.labels[i] for i in indices]
-        if full is not None:
-            encoded = full.subset(torch.tensor(indices))
-        else:
-            pixels = common.split_images(test_set, indices)
-            encoded = common.encode_images(model, pixels, torch.tensor(labels), rt, batch_size)
-        heads = [{"index": i, "label": y, "label_name": names[y]} for i, y in zip(indices, labels, strict=True)]
-        groups.append((encoded, heads))
-    local_docs: list[dict[str, Any]] = []
-    for encoded, heads in groups:
-        local = local_relevance(encoded.pooled, weight, encoded.predicted)
-        probabilities = encoded.logits.softmax(1)
-        for row, head in enumerate(heads):
-            predicted = int(encoded.predicted[row])
-            local_docs.append(
-                {
-                    **head,
-                    "predicted": predicted,
-                    "predicted_name": names[predicted],
-                    "probability": float(probabilities[row, predicted]),
-                    "concepts": ranked(local[row], encoded.pooled[row]),
-                }
-            )
-
-    global_docs: list[dict[str, Any]] = []
-    if full is not None:
-        predicted = full.predicted
-        num_classes = len(names)
-        relevance_cc = global_relevance(local_relevance(full.pooled, weight, predicted), predicted, num_classes)
-        mean_activation = class_mean(full.pooled, predicted, num_classes)
-        counts = torch.bincount(predicted, minlength=num_classes)
-        for c in classes:
-            global_docs.append(
-                {
-                    "class": c,
-                    "class_name": names[c],
-                    "samples": int(counts[c]),
-                    # no test image predicted as c: no relevance to rank (rather than K zeros in index order)
-                    "concepts": ranked(relevance_cc[c], mean_activation[c]) if counts[c] else [],
-                }
-            )
-
+    explainer = Explainer(loaded.model, loaded.rt, names, k, batch_size)
+    # the whole test split, encoded once, when global relevance needs it
+    full = loaded.encode_test(batch_size, run.workers, console, " for global relevance") if want_global else None
+    local_docs = explainer.images(loaded.pictures, images) if images else []
+    local_docs += explainer.samples(loaded.test_set, indices, full) if indices else []
+    global_docs = explainer.classes(full, classes) if full is not None else []
     document = {
         "model": str(facts.path),
         "dataset": facts.dataset["name"],
@@ -173,46 +97,34 @@ def relevance(
         "global": global_docs,
     }
     if global_docs:
-        document["split"] = {"name": "test", "size": len(test_set)}
+        document["split"] = {"name": "test", "size": len(loaded.test_set)}
     if csv_path is not None:
         _write_csv(csv_path, local_docs, global_docs)
         console.print(f"wrote {csv_path}")
-    if json_out:
+    if run.json_out:
         print_json(document)
     else:
-        _print_tables(document, names)
-
-
-def _csv_rows(local_docs: list[dict[str, Any]], global_docs: list[dict[str, Any]]):
-    def values(concept: dict[str, Any]) -> list[Any]:
-        return [concept["rank"], concept["concept"], concept["relevance"], concept["activation"]]
-
-    for doc in local_docs:
-        kind = "image" if "image" in doc else "index"
-        for concept in doc["concepts"]:
-            yield [kind, doc[kind], doc["predicted"], doc["predicted_name"], *values(concept)]
-    for doc in global_docs:
-        for concept in doc["concepts"]:
-            yield ["class", doc["class"], doc["class"], doc["class_name"], *values(concept)]
+        _print_tables(document)
 
 
 def _write_csv(path: Path, local_docs: list[dict[str, Any]], global_docs: list[dict[str, Any]]) -> None:
-    """One row per listed (subject, concept): local rows carry the predicted class, global rows the class."""
+    """The documents as CSV rows (explain.csv_rows); an unwritable path is a one-line error."""
     import csv
 
     from viscoin_cli.errors import UserError
+    from viscoin_cli.interpret.explain import CSV_COLUMNS, csv_rows
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
-            writer.writerows(_csv_rows(local_docs, global_docs))
+            writer.writerows(csv_rows(local_docs, global_docs))
     except OSError as err:
         raise UserError(f"--csv {path}: cannot write ({err.strerror or err})") from None
 
 
-def _print_tables(document: dict[str, Any], names: list[str]) -> None:
+def _print_tables(document: dict[str, Any]) -> None:
     """Local relevance: one table per image. Global: one table, a row per class, a column per rank."""
     from rich.console import Console
     from rich.table import Table

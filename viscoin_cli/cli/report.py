@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from viscoin_cli.cli import _interpret as common
-from viscoin_cli.cli import evaluate as ev
 from viscoin_cli.cli import options as o
+from viscoin_cli.cli._evaluation import MetricOptions, build_settings, open_model
+from viscoin_cli.cli._groups import SEEDED_RUNTIME, Run, grouped
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
 from viscoin_cli.shipped import DEFAULT_MODEL
@@ -37,6 +38,7 @@ def read_metrics_json(path: Path, model_sha256: str) -> dict[str, Any]:
 
 
 @app.command("report", rich_help_panel="Interpret")
+@grouped
 def report(
     ctx: typer.Context,
     out: Annotated[
@@ -46,11 +48,7 @@ def report(
         ),
     ],
     model_path: o.Model = DEFAULT_MODEL,
-    classifier: common.ParentClassifier = None,
-    generator: common.ParentGenerator = None,
-    data_root: o.DataRoot = None,
-    bbox_crop: o.BboxCrop = False,
-    skip_bad_images: o.SkipBadImages = False,
+    inputs: common.Inputs = common.INPUTS,
     concepts: Annotated[
         str | None,
         typer.Option("--concepts", help="Concepts to show, e.g. 0,3,5 or 0-15 [default: all K].", rich_help_panel=PAGE),
@@ -97,12 +95,7 @@ def report(
         ),
     ] = 100,
     batch_size: common.BatchSize = 64,
-    device: o.Device = "auto",
-    seed: o.Seed = 0,
-    precision: o.Precision = "fp32",
-    workers: o.Workers = None,
-    quiet: o.Quiet = False,
-    json_out: o.Json = False,
+    run: Run = SEEDED_RUNTIME,
 ) -> None:
     """Write a static HTML report: the model's metrics and one card per concept.
 
@@ -116,8 +109,8 @@ def report(
     Example: viscoin report --model runs/viscoin-cub/latest.safetensors --data-root ~/data/CUB_200_2011
     --out report-cub --concepts 0-31
     """
-    from viscoin_cli.metrics.evaluation import METRICS as METRIC_NAMES
-    from viscoin_cli.metrics.evaluation import parse_floats, parse_indices, parse_metrics
+    from viscoin_cli.cli._parse import parse_floats, parse_indices, parse_metrics
+    from viscoin_cli.metrics.checks import METRICS as METRIC_NAMES
 
     given = o.explicit_options(ctx)
     if metrics_json is not None and "metrics" in given:
@@ -130,51 +123,24 @@ def report(
     lambda_values = parse_floats(lambdas, "--lambdas")
     facts = common.read_model(model_path)
     shown = parse_indices(concepts, facts.num_concepts) if concepts else list(range(facts.num_concepts))
-    settings = ev.build_settings(
-        num_concepts=facts.num_concepts,
-        seed=seed,
-        batch_size=batch_size,
-        workers=o.default_workers(facts.dataset["name"], workers),
-        samples=samples,
-        thresholds="0.1,0.2,0.4",
-        predictor="g",
-        lam=2.0,
-        consistency_samples=consistency_samples,
-        concepts=concepts,
-        lpips=None,
-        lpips_weights=None,
-        fid_features="classifier",
-        inception_weights=None,
-    )
+    options = MetricOptions(samples=samples, consistency_samples=consistency_samples, concepts=concepts)
+    settings = build_settings(options, facts, batch_size, run)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
 
-    from viscoin_cli.console import Progress, make_console, print_json
+    from viscoin_cli.console import Progress, print_json
     from viscoin_cli.interpret.report import build_cards, render_html, write_html
     from viscoin_cli.io.checkpoint import sha256_file
-    from viscoin_cli.metrics.evaluation import open_evaluation
-    from viscoin_cli.runtime import setup_runtime
 
     document = read_metrics_json(metrics_json, sha256_file(facts.path)) if metrics_json else None
-    console = make_console(quiet=quiet or json_out)
-    rt = setup_runtime(device=device, precision=precision, seed=seed)
-    evaluation = open_evaluation(
-        facts.path,
-        rt,
-        settings,
-        data_root=data_root,
-        data_options={"bbox_crop": bbox_crop, "skip_bad_images": skip_bad_images},
-        classifier=classifier,
-        generator=generator,
-        console=console,
-    )
+    evaluation = open_model(facts, inputs, run, settings)
     evaluation.dataset(split)  # a missing --data-root fails before any metric runs
     if selected:
         document = evaluation.evaluate([m for m in METRIC_NAMES if m in selected])
     out.mkdir(parents=True, exist_ok=True)
     consistency = (document or {}).get("metrics", {}).get("consistency", {}).get("per_concept")
     encoded = evaluation.encoded(split)
-    with Progress(console, len(shown), "concept cards") as progress:
+    with Progress(evaluation.console, len(shown), "concept cards") as progress:
         cards = build_cards(
             evaluation.model,
             encoded,
@@ -185,9 +151,9 @@ def report(
             top=top,
             top_classes=top_classes,
             batch_size=batch_size,
-            autocast=rt.autocast,
+            autocast=evaluation.rt.autocast,
             consistency=consistency,
-            on_concept=lambda concept: progress.advance(1),
+            on_concept=lambda _concept: progress.advance(1),
         )
     summary_doc = evaluation.document({})
     page = render_html(
@@ -211,7 +177,7 @@ def report(
         "images": 2 * len(cards),
         "metrics_json": str(metrics_file) if metrics_file else None,
     }
-    if json_out:
+    if run.json_out:
         print_json(summary)
     else:
         typer.echo(f"report: {index} ({len(cards)} concept cards)")

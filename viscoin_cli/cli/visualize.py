@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,37 +9,13 @@ import typer
 
 from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
+from viscoin_cli.cli._groups import RUNTIME, Run, grouped
+from viscoin_cli.cli._parse import resolve_lambdas
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
 from viscoin_cli.shipped import DEFAULT_MODEL
 
 WHAT = "What to show"
-PADDING = 2  # pixels between grid tiles (save_grid's default)
-
-
-def parse_lambda(text: str, option: str) -> float:
-    """One finite number (not via click's float: 'abc', nan and inf must each be a one-line error)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"{option} {text!r}: not a number") from None
-    if not math.isfinite(value):
-        raise UserError(f"{option} {text!r}: λ must be a finite number")
-    return value
-
-
-def resolve_lambdas(single: str | None, sweep: str | None) -> list[float]:
-    """The λ columns: the given value(s) and 1 (the plain reconstruction), ascending, without repeats."""
-    if single is not None and sweep is not None:
-        raise UserError("pass --lambda or --lambdas, not both")
-    if sweep is not None:
-        parts = [part.strip() for part in sweep.split(",")]
-        if not parts or any(not part for part in parts):
-            raise UserError(f"--lambdas {sweep!r}: expected comma-separated numbers, e.g. 0,1,2,4")
-        given = [parse_lambda(part, "--lambdas") for part in parts]
-    else:
-        given = [parse_lambda(single if single is not None else "3", "--lambda")]
-    return sorted({*given, 1.0})
 
 
 def _output_file(out: Path | None, default_name: str) -> Path:
@@ -63,6 +38,7 @@ def _output_folder(out: Path | None) -> Path:
 
 
 @app.command("visualize", rich_help_panel="Interpret")
+@grouped
 def visualize(
     concept: Annotated[
         int | None, typer.Option("--concept", help="The concept to show (0..K-1).", show_default=False)
@@ -131,17 +107,9 @@ def visualize(
         ),
     ] = None,
     model_path: o.Model = DEFAULT_MODEL,
-    classifier: common.ParentClassifier = None,
-    generator: common.ParentGenerator = None,
-    data_root: o.DataRoot = None,
-    bbox_crop: o.BboxCrop = False,
-    skip_bad_images: o.SkipBadImages = False,
+    inputs: common.Inputs = common.INPUTS,
     batch_size: common.BatchSize = 128,
-    device: o.Device = "auto",
-    precision: o.Precision = "fp32",
-    workers: o.Workers = None,
-    quiet: o.Quiet = False,
-    json_out: o.Json = False,
+    run: Run = RUNTIME,
 ) -> None:
     """Show what a concept encodes: render images with its map scaled by λ.
 
@@ -179,82 +147,27 @@ def visualize(
         folder = _output_folder(out)
     else:
         target = _output_file(out, f"concept-{concept}.png")
-    console = make_console(quiet=quiet)
+    console = make_console(quiet=run.quiet)
     if top_pairs is not None and concept is not None:
         console.print("note: --concept is ignored with --top-pairs")
 
-    import torch
     from rich.markup import escape
 
-    from viscoin_cli.data.images import load_image_files
-    from viscoin_cli.interpret.amplify import amplify, top_activating
-    from viscoin_cli.interpret.encode import encode_dataset
-    from viscoin_cli.interpret.relevance import global_relevance, local_relevance, top_concepts
-    from viscoin_cli.interpret.visualize import column_names, sweep_tiles
-    from viscoin_cli.io.images import save_grid
-    from viscoin_cli.runtime import setup_runtime
+    from viscoin_cli.interpret.encode import encode_images
+    from viscoin_cli.interpret.relevance import relevance_tables
+    from viscoin_cli.interpret.visualize import ConceptGrids, best_pairs
 
-    test_set = None
+    loaded = common.load(facts, inputs, run, test_split=not images, images=images)
+    grids = ConceptGrids(loaded.model, names, lams, diff, batch_size)
     if images:
-        pictures = load_image_files(images, facts.resolution, facts.dataset.get("channels", 3))
-    else:
-        test_set = common.load_test_split(facts, data_root, bbox_crop, skip_bad_images)
-    rt = setup_runtime(device=device, precision=precision)
-    model = common.load_model(facts, rt, classifier, generator)
-    weight = model.theta.linear.weight.detach().float().cpu()
-
-    def grid(encoded, inputs: torch.Tensor, k: int, path: Path, sources: list[dict[str, Any]], head: dict) -> dict:
-        """Render and write one grid; what the JSON says about it (`sources`: where each row comes from)."""
-        renders = amplify(model, encoded.concept_maps, encoded.support, k, lams, batch_size=batch_size)
-        columns = column_names(lams, diff)
-        save_grid(sweep_tiles(inputs, renders, lams, diff), path, columns=len(columns), padding=PADDING)
-        local = local_relevance(encoded.pooled, weight, encoded.predicted)
-        rows = []
-        for row, source in enumerate(sources):
-            predicted, label = int(encoded.predicted[row]), int(encoded.labels[row])
-            rows.append(
-                {
-                    **source,
-                    "label": label if label >= 0 else None,
-                    "predicted": predicted,
-                    "predicted_name": names[predicted],
-                    "activation": float(encoded.pooled[row, k]),
-                    "relevance": float(local[row, k]),
-                }
-            )
-        size = inputs.shape[-1]
-        return {
-            "path": str(path),
-            "concept": k,
-            **head,
-            "lambdas": lams,
-            "columns": columns,
-            "samples": rows,
-            "grid": {
-                "rows": len(rows),
-                "columns": len(columns),
-                "width": len(columns) * (size + PADDING) + PADDING,
-                "height": len(rows) * (size + PADDING) + PADDING,
-            },
-        }
-
-    if images:
-        encoded = common.encode_images(model, pictures, None, rt, batch_size)
-        head = {"class": None, "class_name": None, "class_relevance": None, "indices": None}
-        sources = [{"image": str(path)} for path in images]
-        _report([grid(encoded, pictures, concept, target, sources, head)], json_out, None)
+        encoded = encode_images(loaded.model, loaded.pictures, None, loaded.rt, batch_size)
+        _report([grids.of_images(encoded, loaded.pictures, images, concept, target)], run.json_out, None)
         return
 
-    console.print(f"encoding the {len(test_set)} test images of {test_set.name}")
-    encoded = encode_dataset(
-        model, test_set, rt, batch_size=batch_size, workers=o.default_workers(test_set.name, workers)
-    )
-    relevance = global_relevance(
-        local_relevance(encoded.pooled, weight, encoded.predicted), encoded.predicted, len(names)
-    )
+    encoded = loaded.encode_test(batch_size, run.workers, console)
+    _, relevance = relevance_tables(loaded.model, encoded)
     if top_pairs is not None:
-        _, flat = top_concepts(relevance.flatten(), top_pairs)  # stable: ties in (class, concept) order
-        pairs = [divmod(int(i), facts.num_concepts) for i in flat]
+        pairs = best_pairs(relevance, top_pairs)
         paths = [folder / f"{rank:02d}-class-{c}-concept-{k}.png" for rank, (c, k) in enumerate(pairs, 1)]
     else:
         c = cls if cls is not None else int(relevance[:, concept].argmax())
@@ -267,12 +180,8 @@ def visualize(
         if c not in noted and not (encoded.predicted == c).any():
             noted.add(c)
             console.print(f"note: no test image is predicted as class {escape(names[c])}: showing images labelled so")
-        indices = top_activating(encoded, k, samples, cls=c).tolist()
-        head = {"class": c, "class_name": names[c], "class_relevance": float(relevance[c, k]), "indices": indices}
-        sources = [{"index": index} for index in indices]
-        inputs = common.split_images(test_set, indices)
-        docs.append(grid(encoded.subset(torch.tensor(indices)), inputs, k, path, sources, head))
-    _report(docs, json_out, folder if top_pairs is not None else None)
+        docs.append(grids.of_class(encoded, loaded.test_set, relevance, c, k, samples, path))
+    _report(docs, run.json_out, folder if top_pairs is not None else None)
 
 
 def _report(docs: list[dict[str, Any]], json_out: bool, folder: Path | None) -> None:

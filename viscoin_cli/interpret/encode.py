@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from viscoin_cli.runtime import Runtime
 
@@ -54,3 +54,16 @@ def encode_dataset(
         if on_batch is not None:
             on_batch(len(images))
     return Encoded(**{name: torch.cat(tensors) for name, tensors in parts.items()})
+
+
+def stack_images(dataset: Dataset, indices: Sequence[int]) -> torch.Tensor:
+    """The images of some samples of `dataset`, stacked."""
+    return torch.stack([dataset[int(i)][0] for i in indices])
+
+
+def encode_images(
+    model, images: torch.Tensor, labels: torch.Tensor | None, rt: Runtime, batch_size: int = 64
+) -> Encoded:
+    """Like `encode_dataset`, for a few images in memory (label -1 where unknown)."""
+    labels = torch.full((len(images),), -1, dtype=torch.long) if labels is None else labels
+    return encode_dataset(model, TensorDataset(images, labels), rt, batch_size=batch_size)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from viscoin_cli.interpret.encode import Encoded
+
 
 def contributions(pooled: torch.Tensor, weight: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """φ̄_k(x)·W_{c,k} for each sample's class c: [N, K]."""
@@ -30,6 +32,21 @@ def global_relevance(local: torch.Tensor, predicted: torch.Tensor, num_classes: 
     sums.index_add_(0, predicted, local)
     counts = torch.bincount(predicted, minlength=num_classes).to(local.dtype)
     return sums / counts.clamp_min(1)[:, None]
+
+
+def head_weight(model) -> torch.Tensor:
+    """W, the interpretable head's [C, K] weights, detached, in fp32 on the CPU where the encodings are."""
+    return model.theta.linear.weight.detach().float().cpu()
+
+
+def relevance_tables(model, encoded: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local relevance [N, K] of each encoded sample and global relevance [C, K] over them, with `model`'s W.
+
+    Every command that explains a model goes through here, so they all read the same W the same way.
+    """
+    weight = head_weight(model)
+    local = local_relevance(encoded.pooled, weight, encoded.predicted)
+    return local, global_relevance(local, encoded.predicted, weight.shape[0])
 
 
 def top_concepts(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

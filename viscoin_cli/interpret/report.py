@@ -21,8 +21,9 @@ import torch
 
 from viscoin_cli import __version__
 from viscoin_cli.interpret.amplify import top_activating
-from viscoin_cli.interpret.encode import Encoded
-from viscoin_cli.interpret.relevance import global_relevance, local_relevance, top_concepts
+from viscoin_cli.interpret.encode import Encoded, stack_images
+from viscoin_cli.interpret.relevance import relevance_tables, top_concepts
+from viscoin_cli.interpret.tables import summary_rows
 from viscoin_cli.io.images import save_grid
 
 IMAGES = "images"
@@ -93,9 +94,7 @@ def build_cards(
 ) -> list[Card]:
     """Render and write every card's images into out/images/, and return what the cards say."""
     class_names = list(dataset.class_names)
-    weight = model.theta.linear.weight.detach().float().cpu()
-    local = local_relevance(encoded.pooled, weight, encoded.predicted)
-    relevance = global_relevance(local, encoded.predicted, len(class_names))  # [C, K]
+    local, relevance = relevance_tables(model, encoded)  # [N, K], [C, K]
     folder = out / IMAGES
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("concept-*.png"):  # a previous report's cards, maybe of other concepts
@@ -108,7 +107,7 @@ def build_cards(
         part_tops = tops[start : start + chunk]
         strips = lambda_strips(model, encoded, [int(t[0]) for t in part_tops], part, lambdas, batch_size, autocast)
         for concept, indices, strip in zip(part, part_tops, strips, strict=True):
-            originals = torch.stack([dataset[int(i)][0] for i in indices])
+            originals = stack_images(dataset, indices)
             lambda_name = f"{IMAGES}/concept-{concept:03d}-lambda.png"
             top_name = f"{IMAGES}/concept-{concept:03d}-top.png"
             save_grid(torch.cat([originals[:1], strip]), out / lambda_name, columns=len(lambdas) + 1)
@@ -187,8 +186,6 @@ def _e(value: object) -> str:
 
 
 def _metrics_html(document: dict[str, Any] | None, source: str | None) -> str:
-    from viscoin_cli.metrics.evaluation import summary_rows
-
     if document is None:
         return (
             "<p class='meta'>No metrics on this page: run <code>viscoin evaluate all --json</code> and pass its "

@@ -7,13 +7,25 @@ One row per sample; columns: the input, x̃_λ for each λ (λ = 1 is the plain 
     energy   ‖x̃_λ − x̃_1‖² summed over channels, per pixel, in gray
 Each view is mapped into [-1, 1] for display, black = no change and white = the largest change of its
 row, so the columns of one sample share a scale and a larger λ visibly changes more.
+`ConceptGrids` picks the samples, renders and writes a grid, and says in JSON what each row shows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+
+from viscoin_cli.data.images import ImageDataset
+from viscoin_cli.interpret.amplify import amplify, top_activating
+from viscoin_cli.interpret.encode import Encoded, stack_images
+from viscoin_cli.interpret.relevance import relevance_tables, top_concepts
+from viscoin_cli.io.images import save_grid
+
+PADDING = 2  # pixels between grid tiles (save_grid's default)
 
 
 def lambda_name(lam: float) -> str:
@@ -54,3 +66,94 @@ def sweep_tiles(inputs: torch.Tensor, renders: torch.Tensor, lambdas: Sequence[f
     if diff:
         parts.append(difference_views(renders, lambdas))
     return torch.cat(parts, dim=1).flatten(0, 1)
+
+
+def best_pairs(relevance: torch.Tensor, count: int) -> list[tuple[int, int]]:
+    """The `count` (class, concept) pairs of highest global relevance [C, K]; ties in (class, concept) order."""
+    _, flat = top_concepts(relevance.flatten(), count)
+    return [divmod(int(i), relevance.shape[1]) for i in flat]
+
+
+@dataclass
+class ConceptGrids:
+    """Grids of one model, all with the same λ columns (and difference views when `diff`)."""
+
+    model: Any
+    class_names: list[str]
+    lambdas: list[float]
+    diff: bool
+    batch_size: int
+
+    def of_images(
+        self, encoded: Encoded, pictures: torch.Tensor, paths: Sequence[Path], concept: int, out: Path
+    ) -> dict[str, Any]:
+        """The grid of image files (encoded, and loaded as `pictures`): one row per file."""
+        head = {"class": None, "class_name": None, "class_relevance": None, "indices": None}
+        return self.write(encoded, pictures, concept, out, [{"image": str(path)} for path in paths], head)
+
+    def of_class(
+        self,
+        encoded: Encoded,
+        test_set: ImageDataset,
+        relevance: torch.Tensor,
+        cls: int,
+        concept: int,
+        samples: int,
+        out: Path,
+    ) -> dict[str, Any]:
+        """The grid of the `samples` test images (of the whole split's `encoded`) predicted as `cls` where the
+        concept is most active; `relevance` is the split's global relevance."""
+        indices = top_activating(encoded, concept, samples, cls=cls).tolist()
+        head = {
+            "class": cls,
+            "class_name": self.class_names[cls],
+            "class_relevance": float(relevance[cls, concept]),
+            "indices": indices,
+        }
+        inputs = stack_images(test_set, indices)
+        sources = [{"index": index} for index in indices]
+        return self.write(encoded.subset(torch.tensor(indices)), inputs, concept, out, sources, head)
+
+    def write(
+        self,
+        encoded: Encoded,
+        inputs: torch.Tensor,
+        concept: int,
+        out: Path,
+        sources: list[dict[str, Any]],
+        head: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Render and write one grid; what the JSON says about it (`sources`: where each row comes from)."""
+        renders = amplify(self.model, encoded.concept_maps, encoded.support, concept, self.lambdas, self.batch_size)
+        columns = column_names(self.lambdas, self.diff)
+        tiles = sweep_tiles(inputs, renders, self.lambdas, self.diff)
+        save_grid(tiles, out, columns=len(columns), padding=PADDING)
+        local, _ = relevance_tables(self.model, encoded)
+        rows = []
+        for row, source in enumerate(sources):
+            predicted, label = int(encoded.predicted[row]), int(encoded.labels[row])
+            rows.append(
+                {
+                    **source,
+                    "label": label if label >= 0 else None,
+                    "predicted": predicted,
+                    "predicted_name": self.class_names[predicted],
+                    "activation": float(encoded.pooled[row, concept]),
+                    "relevance": float(local[row, concept]),
+                }
+            )
+        size = inputs.shape[-1]
+        return {
+            "path": str(out),
+            "concept": concept,
+            **head,
+            "lambdas": self.lambdas,
+            "columns": columns,
+            "samples": rows,
+            "grid": {
+                "rows": len(rows),
+                "columns": len(columns),
+                "width": len(columns) * (size + PADDING) + PADDING,
+                "height": len(rows) * (size + PADDING) + PADDING,
+            },
+        }

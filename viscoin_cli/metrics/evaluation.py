@@ -1,17 +1,14 @@
-"""The evaluation pipeline behind `viscoin evaluate` and `viscoin report` (paper §4.1, METHOD.md).
+"""The evaluation pipeline behind `viscoin evaluate` and `viscoin report` (paper §4.1).
 
 One `Evaluation` per model: it loads and encodes each split once and every metric reuses those encodings
 (renders start from the stored Φ and γ, so no image goes through f twice). The result is one JSON-ready
-document; `--fail-under` / `--fail-over` checks name its numbers by dotted paths into `document["metrics"]`
-(`accuracy.g`, `faithfulness.0.2.median`, `consistency.per_concept.3`), so every number the command can
-print is a number a CI job can gate on, and the key names are the ones it prints.
+document whose numbers the CI checks of metrics/checks.py gate on.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,23 +22,12 @@ from viscoin_cli.console import Progress, make_console
 from viscoin_cli.errors import UserError
 from viscoin_cli.interpret.encode import Encoded, encode_dataset
 from viscoin_cli.io.checkpoint import CheckpointMeta, sha256_file
+from viscoin_cli.metrics.checks import Check, expected_keys, run_checks, validate_checks
 from viscoin_cli.runtime import Runtime
 
-METRICS = ("accuracy", "reconstruction", "faithfulness", "consistency")
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.4)
 FID_FEATURES = ("classifier", "inception")
 LPIPS_MIN_SIZE = 64  # LPIPS' AlexNet pools a 16 px image down to nothing; smaller images are upsampled (choice)
-# Short names for the numbers people gate on most; everything else is its full dotted path.
-ALIASES = {
-    "accuracy": "accuracy.g",
-    "agreement": "accuracy.agreement",
-    "mse": "reconstruction.mse",
-    "lpips": "reconstruction.lpips",
-    "fid": "reconstruction.fid",
-    "faithfulness": "faithfulness.0.2.median",
-    "consistency": "consistency.mean",
-}
-FAITHFULNESS_FIELDS = ("median", "random_median", "mean", "random_mean", "mean_concepts_zeroed", "samples")
 
 
 @dataclass
@@ -67,220 +53,6 @@ class Settings:
         document["thresholds"] = list(self.thresholds)
         document["lambda"] = document.pop("lam")
         return document
-
-
-# ---------------------------------------------------------------------------------------------------
-# Parsing user input (pure Python: the CLI validates before it loads anything)
-
-
-def parse_metrics(text: str, option: str = "METRIC") -> list[str]:
-    """`all`, one metric or a comma list -> metric names in canonical order."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise UserError(f"{option} {text!r}: expected one of {', '.join(METRICS)} or all")
-    if "all" in names:
-        return list(METRICS)
-    for name in names:
-        if name not in METRICS:
-            raise UserError(f"{option} {name!r}: unknown metric, expected one of {', '.join(METRICS)} or all")
-    return [name for name in METRICS if name in names]
-
-
-def parse_floats(text: str, option: str) -> list[float]:
-    """`0.1,0.2,0.4` -> [0.1, 0.2, 0.4]; anything that is not a finite number is a one-line error."""
-    values = []
-    for part in text.split(","):
-        try:
-            value = float(part)
-        except ValueError:
-            raise UserError(f"{option} {text!r}: {part.strip()!r} is not a number") from None
-        if not math.isfinite(value):
-            raise UserError(f"{option} {text!r}: {part.strip()} is not a finite number")
-        values.append(value)
-    return values
-
-
-def parse_thresholds(text: str) -> tuple[float, ...]:
-    """Relevance thresholds τ: distinct numbers in [0, 1) (relevance is at most 1)."""
-    values = parse_floats(text, "--thresholds")
-    for value in values:
-        if not 0 <= value < 1:
-            raise UserError(f"--thresholds {text!r}: {value:g} is outside [0, 1) (local relevance is at most 1)")
-    if len({f"{v:g}" for v in values}) != len(values):
-        raise UserError(f"--thresholds {text!r}: a threshold is repeated")
-    return tuple(values)
-
-
-def parse_indices(text: str, count: int, option: str = "--concepts") -> list[int]:
-    """`0,3,5`, `0-7` or a mix -> distinct indices below `count`, in the order given."""
-    indices: list[int] = []
-    for part in text.split(","):
-        bounds = part.strip().split("-")
-        if len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
-            raise UserError(f"{option} {text!r}: expected indices like 0,3,5 or 0-7")
-        first, last = int(bounds[0]), int(bounds[-1])
-        if last < first:
-            raise UserError(f"{option} {text!r}: range {part.strip()} runs backwards")
-        indices.extend(i for i in range(first, last + 1) if i not in indices)
-    out_of_range = [i for i in indices if i >= count]
-    if out_of_range:
-        raise UserError(f"{option} {out_of_range[0]}: concept index out of range (the model has 0..{count - 1})")
-    return indices
-
-
-@dataclass(frozen=True)
-class Check:
-    """`--fail-under KEY=VALUE` (fails when the number is below VALUE) or `--fail-over` (above)."""
-
-    key: str  # canonical dotted path into document["metrics"]
-    bound: float
-    direction: str  # "under" | "over"
-    given: str  # as typed, for messages
-
-    def failed(self, value: float) -> bool:
-        return value < self.bound if self.direction == "under" else value > self.bound
-
-
-def parse_check(text: str, direction: str) -> Check:
-    key, sep, value = text.partition("=")
-    option = f"--fail-{direction}"
-    if not sep or not key.strip():
-        raise UserError(f"{option} {text!r}: expected KEY=VALUE, e.g. accuracy.g=0.95")
-    (bound,) = parse_floats(value, f"{option} {key.strip()}=")
-    key = key.strip()
-    return Check(canonical_key(key), bound, direction, key)
-
-
-def canonical_key(key: str) -> str:
-    """Shortcuts resolved, and a threshold written any way (0.20, .2) spelled as the document spells it
-    (0.2); `faithfulness.0.2` alone means its median."""
-    key = ALIASES.get(key, key)
-    head, _, rest = key.partition(".")
-    if head != "faithfulness" or not rest:
-        return key
-    threshold, _, field_name = rest.rpartition(".")
-    for value, name in ((rest, "median"), (threshold, field_name)):
-        try:
-            return f"faithfulness.{float(value):g}.{name}"
-        except ValueError:
-            continue
-    return key
-
-
-def expected_keys(metrics: Sequence[str], settings: Settings, num_concepts: int, lpips_on: bool) -> set[str]:
-    """The numeric keys the document's `metrics` will hold: checks are validated against them before any
-    computation, so a typo fails in a second, not after an hour of rendering."""
-    keys: set[str] = set()
-    if "accuracy" in metrics:
-        keys |= {"accuracy.g", "accuracy.f", "accuracy.agreement", "accuracy.samples"}
-    if "reconstruction" in metrics:
-        keys |= {"reconstruction.mse", "reconstruction.fid", "reconstruction.samples"}
-        keys |= {"reconstruction.lpips"} if lpips_on else set()
-    if "faithfulness" in metrics:
-        keys.add("faithfulness.samples")
-        keys |= {f"faithfulness.{t:g}.{name}" for t in settings.thresholds for name in FAITHFULNESS_FIELDS}
-    if "consistency" in metrics:
-        concepts = range(num_concepts) if settings.concepts is None else settings.concepts
-        keys |= {f"consistency.{name}" for name in ("mean", "std", "lambda", "samples", "concepts")}
-        keys |= {f"consistency.per_concept.{k}" for k in concepts}
-    return keys
-
-
-def validate_checks(checks: Iterable[Check], keys: set[str], metrics: Sequence[str]) -> None:
-    for check in checks:
-        if check.key in keys:
-            continue
-        metric = check.key.split(".", 1)[0]
-        if metric in METRICS and metric not in metrics:
-            raise UserError(f"--fail-{check.direction} {check.given}: {metric} is not computed (evaluate {metric})")
-        if check.key == "reconstruction.lpips":
-            raise UserError(f"--fail-{check.direction} {check.given}: LPIPS is not computed in this run (see --lpips)")
-        same = sorted(k for k in keys if k.startswith(f"{metric}.") and ".per_concept." not in k)
-        shown = ", ".join((same or sorted(ALIASES))[:6])
-        raise UserError(f"--fail-{check.direction} {check.given}: unknown key (try {shown}, ...; see --help)")
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of nested dicts as {"a.b.c": value} (strings, lists and nulls left out)."""
-    flat: dict[str, float] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, path + "."))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            flat[path] = value
-    return flat
-
-
-def run_checks(document: dict[str, Any], checks: Iterable[Check]) -> list[dict[str, Any]]:
-    """Each check with the value it saw and whether it passed (the document's `checks`)."""
-    flat = flatten(document["metrics"])
-    results = []
-    for check in checks:
-        value = flat[check.key]
-        results.append(
-            {
-                "key": check.key,
-                "fail_" + check.direction: check.bound,
-                "value": value,
-                "passed": not check.failed(value),
-            }
-        )
-    return results
-
-
-# ---------------------------------------------------------------------------------------------------
-# Presenting
-
-
-def _number(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
-
-
-def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(key, value, detail) rows for the table: the keys are the ones --fail-under takes."""
-    rows = []
-    if "accuracy" in metrics:
-        acc = metrics["accuracy"]
-        rows += [
-            ("accuracy.g", _number(acc["g"]), f"interpretable head g, {acc['samples']} test images"),
-            ("accuracy.f", _number(acc["f"]), "classifier f"),
-            ("accuracy.agreement", _number(acc["agreement"]), "g and f predict the same class"),
-        ]
-    if "reconstruction" in metrics:
-        rec = metrics["reconstruction"]
-        rows.append(("reconstruction.mse", _number(rec["mse"]), "per-image MSE on [-1, 1], mean"))
-        lpips_detail = f"LPIPS ({rec['lpips_net']})" if rec["lpips"] is not None else rec["lpips_note"]
-        rows.append(("reconstruction.lpips", _number(rec["lpips"]), lpips_detail))
-        rows.append(("reconstruction.fid", _number(rec["fid"]), f"FID(x, x̃), features: {rec['fid_features']}"))
-    if "faithfulness" in metrics:
-        faith = metrics["faithfulness"]
-        for key, value in faith.items():
-            if isinstance(value, dict):
-                rows.append(
-                    (
-                        f"faithfulness.{key}.median",
-                        _number(value["median"]),
-                        f"τ={key}: random {_number(value['random_median'])}, "
-                        f"{value['mean_concepts_zeroed']:.1f} concepts zeroed, p of {faith['predictor']}, "
-                        f"{faith['samples']} samples",
-                    )
-                )
-    if "consistency" in metrics:
-        cons = metrics["consistency"]
-        rows.append(
-            (
-                "consistency.mean",
-                _number(cons["mean"]),
-                f"± {cons['std']:.4f} (std) over {cons['concepts']} concepts, λ={cons['lambda']:g}, "
-                f"{cons['samples']} samples per split",
-            )
-        )
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------------
-# The evaluation
 
 
 @dataclass
@@ -481,12 +253,9 @@ class Evaluation:
 
     def global_relevance(self, split: str = "train") -> torch.Tensor:
         """r_{k,c} [C, K] over a split: which classes each concept serves."""
-        from viscoin_cli.interpret.relevance import global_relevance, local_relevance
+        from viscoin_cli.interpret.relevance import relevance_tables
 
-        encoded = self.encoded(split)
-        weight = self.model.theta.linear.weight.detach().float().cpu()
-        local = local_relevance(encoded.pooled, weight, encoded.predicted)
-        return global_relevance(local, encoded.predicted, weight.shape[0])
+        return relevance_tables(self.model, self.encoded(split))[1]
 
     @torch.no_grad()
     def consistency(self) -> dict[str, Any]:
@@ -508,7 +277,7 @@ class Evaluation:
                 seed=self.settings.seed,
                 batch_size=self.settings.batch_size,
                 device=self.rt.device,
-                on_concept=lambda concept, accuracy: progress.advance(1, last=accuracy),
+                on_concept=lambda _concept, accuracy: progress.advance(1, last=accuracy),
             )
         return {"samples": self.settings.consistency_samples, "concepts": len(concepts), **result}
 

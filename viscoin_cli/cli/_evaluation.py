@@ -1,0 +1,96 @@
+"""What `viscoin evaluate` and `viscoin report` share: the metric options, validated into the evaluation's
+Settings, and the model opened for evaluation.
+
+Torch-free at import time; the underscore keeps `load_commands` from taking this module for a command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from viscoin_cli.cli import _interpret as common
+from viscoin_cli.cli import options as o
+from viscoin_cli.cli._groups import Run
+from viscoin_cli.cli._parse import parse_indices, parse_thresholds
+from viscoin_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from viscoin_cli.metrics.evaluation import Evaluation, Settings
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """The metric options as typed; `report` sets only samples, consistency_samples and concepts."""
+
+    lpips: str | None = None
+    lpips_weights: Path | None = None
+    fid_features: str = "classifier"
+    inception_weights: Path | None = None
+    samples: int = 1000
+    thresholds: str = "0.1,0.2,0.4"
+    predictor: str = "g"
+    lam: float = 2.0
+    consistency_samples: int = 100
+    concepts: str | None = None
+
+
+def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size: int, run: Run) -> Settings:
+    """Validated settings (one-line errors, before anything loads)."""
+    import math
+
+    from viscoin_cli.metrics.evaluation import FID_FEATURES, Settings
+
+    common.check_positive(batch_size, "--batch-size")
+    common.check_positive(options.samples, "--samples")
+    if options.consistency_samples < 2:
+        raise UserError(
+            f"--consistency-samples {options.consistency_samples}: must be at least 2 (the SVM needs folds)"
+        )
+    if options.predictor not in ("g", "f"):
+        raise UserError(f"--predictor {options.predictor!r}: expected g or f")
+    if not math.isfinite(options.lam):
+        raise UserError(f"--lambda {options.lam}: must be a finite number")
+    if options.lpips is not None and options.lpips not in ("alex", "vgg", "none"):
+        raise UserError(f"--lpips {options.lpips!r}: expected alex, vgg or none")
+    if options.fid_features not in FID_FEATURES:
+        raise UserError(f"--fid-features {options.fid_features!r}: expected {' or '.join(FID_FEATURES)}")
+    if options.inception_weights is not None and options.fid_features != "inception":
+        raise UserError("--inception-weights applies to --fid-features inception")
+    concepts = options.concepts
+    return Settings(
+        seed=run.seed,
+        batch_size=batch_size,
+        workers=o.default_workers(facts.dataset["name"], run.workers),
+        samples=options.samples,
+        thresholds=parse_thresholds(options.thresholds),
+        predictor=options.predictor,
+        lam=options.lam,
+        consistency_samples=options.consistency_samples,
+        concepts=parse_indices(concepts, facts.num_concepts) if concepts is not None else None,
+        lpips=options.lpips,
+        lpips_weights=str(options.lpips_weights) if options.lpips_weights else None,
+        fid_features=options.fid_features,
+        inception_weights=str(options.inception_weights) if options.inception_weights else None,
+    )
+
+
+def open_model(facts: common.ModelFacts, inputs: common.Inputs, run: Run, settings: Settings) -> Evaluation:
+    """The runtime (seeded), then the model with its parents, ready to evaluate on its data."""
+    from viscoin_cli.console import make_console
+    from viscoin_cli.metrics.evaluation import open_evaluation
+    from viscoin_cli.runtime import setup_runtime
+
+    console = make_console(quiet=run.quiet or run.json_out)
+    rt = setup_runtime(device=run.device, precision=run.precision, seed=run.seed)
+    return open_evaluation(
+        facts.path,
+        rt,
+        settings,
+        data_root=inputs.data_root,
+        data_options=inputs.data_options,
+        classifier=inputs.classifier,
+        generator=inputs.generator,
+        console=console,
+    )

@@ -1,0 +1,105 @@
+"""The CI gates on an evaluation's numbers (`--fail-under` / `--fail-over`): which keys exist, and whether they hold.
+
+A check names a number by its dotted path into the document's `metrics` (`accuracy.g`,
+`faithfulness.0.2.median`, `consistency.per_concept.3`), the key the table prints. Torch-free: the CLI
+parses checks against these names before it loads anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from viscoin_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from viscoin_cli.metrics.evaluation import Settings
+
+METRICS = ("accuracy", "reconstruction", "faithfulness", "consistency")
+# Short names for the numbers people gate on most; everything else is its full dotted path.
+ALIASES = {
+    "accuracy": "accuracy.g",
+    "agreement": "accuracy.agreement",
+    "mse": "reconstruction.mse",
+    "lpips": "reconstruction.lpips",
+    "fid": "reconstruction.fid",
+    "faithfulness": "faithfulness.0.2.median",
+    "consistency": "consistency.mean",
+}
+FAITHFULNESS_FIELDS = ("median", "random_median", "mean", "random_mean", "mean_concepts_zeroed", "samples")
+
+
+@dataclass(frozen=True)
+class Check:
+    """`--fail-under KEY=VALUE` (fails when the number is below VALUE) or `--fail-over` (above)."""
+
+    key: str  # canonical dotted path into document["metrics"]
+    bound: float
+    direction: str  # "under" | "over"
+    given: str  # as typed, for messages
+
+    def failed(self, value: float) -> bool:
+        return value < self.bound if self.direction == "under" else value > self.bound
+
+
+def expected_keys(metrics: Sequence[str], settings: Settings, num_concepts: int, lpips_on: bool) -> set[str]:
+    """The numeric keys the document's `metrics` will hold: checks are validated against them before any
+    computation, so a typo fails in a second, not after an hour of rendering."""
+    keys: set[str] = set()
+    if "accuracy" in metrics:
+        keys |= {"accuracy.g", "accuracy.f", "accuracy.agreement", "accuracy.samples"}
+    if "reconstruction" in metrics:
+        keys |= {"reconstruction.mse", "reconstruction.fid", "reconstruction.samples"}
+        keys |= {"reconstruction.lpips"} if lpips_on else set()
+    if "faithfulness" in metrics:
+        keys.add("faithfulness.samples")
+        keys |= {f"faithfulness.{t:g}.{name}" for t in settings.thresholds for name in FAITHFULNESS_FIELDS}
+    if "consistency" in metrics:
+        concepts = range(num_concepts) if settings.concepts is None else settings.concepts
+        keys |= {f"consistency.{name}" for name in ("mean", "std", "lambda", "samples", "concepts")}
+        keys |= {f"consistency.per_concept.{k}" for k in concepts}
+    return keys
+
+
+def validate_checks(checks: Iterable[Check], keys: set[str], metrics: Sequence[str]) -> None:
+    for check in checks:
+        if check.key in keys:
+            continue
+        metric = check.key.split(".", 1)[0]
+        if metric in METRICS and metric not in metrics:
+            raise UserError(f"--fail-{check.direction} {check.given}: {metric} is not computed (evaluate {metric})")
+        if check.key == "reconstruction.lpips":
+            raise UserError(f"--fail-{check.direction} {check.given}: LPIPS is not computed in this run (see --lpips)")
+        same = sorted(k for k in keys if k.startswith(f"{metric}.") and ".per_concept." not in k)
+        shown = ", ".join((same or sorted(ALIASES))[:6])
+        raise UserError(f"--fail-{check.direction} {check.given}: unknown key (try {shown}, ...; see --help)")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested dicts as {"a.b.c": value} (strings, lists and nulls left out)."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, path + "."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[path] = value
+    return flat
+
+
+def run_checks(document: dict[str, Any], checks: Iterable[Check]) -> list[dict[str, Any]]:
+    """Each check with the value it saw and whether it passed (the document's `checks`)."""
+    flat = flatten(document["metrics"])
+    results = []
+    for check in checks:
+        value = flat[check.key]
+        results.append(
+            {
+                "key": check.key,
+                "fail_" + check.direction: check.bound,
+                "value": value,
+                "passed": not check.failed(value),
+            }
+        )
+    return results
