@@ -25,6 +25,27 @@ TINY_G = dict(
 )
 
 
+def save_tiny_classifier(path: Path, resolution: int = 16, seed: int = 0) -> Path:
+    """A random-init narrow ResNet18 for 10 digit classes, saved as a classifier checkpoint."""
+    from viscoin_cli.nets.classifier import Classifier
+
+    torch.manual_seed(seed)
+    f = Classifier("resnet18", 10, width=4, stem="small")
+    facts = {**DIGITS_FACTS, "resolution": resolution}
+    return save_checkpoint(path, f.state_dict(), kind="classifier", config=f.config, dataset=facts)
+
+
+def save_tiny_generator(path: Path, resolution: int = 16, seed: int = 0) -> Path:
+    """A random-init `TINY_G` at `resolution`, saved as a generator checkpoint."""
+    from viscoin_cli.nets.stylegan2 import Generator
+
+    torch.manual_seed(seed)
+    config = {**TINY_G, "img_resolution": resolution}
+    G = Generator(**config)
+    facts = {**DIGITS_FACTS, "resolution": resolution}
+    return save_checkpoint(path, G.state_dict(), kind="generator", config=config, dataset=facts)
+
+
 def run_cli(*args: object):
     """Invoke the real Typer app in-process; stdout and stderr are kept apart."""
     return CliRunner().invoke(app, [str(a) for a in args])
@@ -44,27 +65,9 @@ def tiny_model(tmp_path_factory) -> Path:
 
     f.safetensors and G.safetensors sit next to it (and are the paths it records).
     """
-    from viscoin_cli.nets.classifier import Classifier
-    from viscoin_cli.nets.stylegan2 import Generator
-
     folder = tmp_path_factory.mktemp("tiny-model")
-    torch.manual_seed(0)
-    f = Classifier("resnet18", 10, width=4, stem="small")
-    f_path = save_checkpoint(
-        folder / "f.safetensors",
-        f.state_dict(),
-        kind="classifier",
-        config=f.config,
-        dataset={**DIGITS_FACTS, "resolution": 16},
-    )
-    G = Generator(**TINY_G)
-    g_path = save_checkpoint(
-        folder / "G.safetensors",
-        G.state_dict(),
-        kind="generator",
-        config=TINY_G,
-        dataset={**DIGITS_FACTS, "resolution": 16},
-    )
+    f_path = save_tiny_classifier(folder / "f.safetensors")
+    g_path = save_tiny_generator(folder / "G.safetensors")
     run = folder / "run"
     result = run_cli(
         "train",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_one_line_error, run_cli
 from typer.testing import CliRunner
 
 from viscoin_cli.cli import app, load_commands
@@ -19,18 +20,6 @@ load_commands()
 COMMANDS = sorted(c.name for c in app.registered_commands)
 VISCOIN = Path(sys.executable).parent / "viscoin"
 TINY = ["--dataset", "digits", "--width", "4", "--batch-size", "64", "--device", "cpu", "--quiet"]
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result) -> str:
-    """The error a failed command printed: exit code 2 and exactly one `error:` line on stderr."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 # --- help ----------------------------------------------------------------------------------------------
@@ -82,7 +71,7 @@ def test_help_does_not_import_torch():
 
 
 def test_version():
-    result = cli("--version")
+    result = run_cli("--version")
     assert result.exit_code == 0 and result.stdout.startswith("viscoin ")
 
 
@@ -93,7 +82,7 @@ def test_version():
 def trained(tmp_path_factory):
     """A 2-epoch run of the tiny digits classifier (shared by the tests that only read it)."""
     out = tmp_path_factory.mktemp("runs") / "f"
-    result = cli("pretrain-classifier", *TINY, "--epochs", "2", "--out", out, "--json")
+    result = run_cli("pretrain-classifier", *TINY, "--epochs", "2", "--out", out, "--json")
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)
 
@@ -142,7 +131,7 @@ def test_trained_classifier_learns_something(trained):
 
 def test_second_run_into_same_out_is_refused(trained):
     out, _ = trained
-    line = one_line_error(cli("pretrain-classifier", *TINY, "--epochs", "1", "--out", out))
+    line = assert_one_line_error(run_cli("pretrain-classifier", *TINY, "--epochs", "1", "--out", out))
     assert "not empty" in line and "--force" in line
 
 
@@ -151,7 +140,7 @@ def test_force_overwrites(tmp_path):
     out.mkdir()
     (out / "options.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
-    result = cli("pretrain-classifier", *TINY, "--epochs", "1", "--out", out, "--force")
+    result = run_cli("pretrain-classifier", *TINY, "--epochs", "1", "--out", out, "--force")
     assert result.exit_code == 0, result.output
     assert (out / "notes.txt").read_text() == "mine"  # --force only replaces what runs write
     assert json.loads((out / "options.json").read_text())["epochs"] == 1
@@ -161,9 +150,11 @@ def test_a_run_stopped_by_an_error_at_its_start_can_be_run_again(tmp_path):
     """A mistake found after --out is set up (here: a bad --weights file) leaves only options.json behind;
     the corrected command then needs no --force."""
     out = tmp_path / "f"
-    line = one_line_error(cli("pretrain-classifier", *TINY, "--weights", tmp_path / "nope.pth", "--out", out))
+    line = assert_one_line_error(
+        run_cli("pretrain-classifier", *TINY, "--weights", tmp_path / "nope.pth", "--out", out)
+    )
     assert "nope.pth" in line and [p.name for p in out.iterdir()] == ["options.json"]
-    result = cli("pretrain-classifier", *TINY, "--epochs", "1", "--out", out)
+    result = run_cli("pretrain-classifier", *TINY, "--epochs", "1", "--out", out)
     assert result.exit_code == 0, result.output
     assert (out / "best.safetensors").is_file()
 
@@ -171,8 +162,8 @@ def test_a_run_stopped_by_an_error_at_its_start_can_be_run_again(tmp_path):
 def test_resume_reproduces_the_uninterrupted_run(trained, tmp_path):
     out, _ = trained
     resumed = tmp_path / "r"
-    assert cli("pretrain-classifier", *TINY, "--epochs", "1", "--out", resumed).exit_code == 0
-    result = cli("pretrain-classifier", "--resume", resumed, "--epochs", "2", "--quiet")
+    assert run_cli("pretrain-classifier", *TINY, "--epochs", "1", "--out", resumed).exit_code == 0
+    result = run_cli("pretrain-classifier", "--resume", resumed, "--epochs", "2", "--quiet")
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -185,12 +176,12 @@ def test_resume_reproduces_the_uninterrupted_run(trained, tmp_path):
 
 def test_resume_refuses_a_changed_model_option(trained):
     out, _ = trained
-    line = one_line_error(cli("pretrain-classifier", "--resume", out, "--width", "8"))
+    line = assert_one_line_error(run_cli("pretrain-classifier", "--resume", out, "--width", "8"))
     assert "--width cannot change when resuming" in line
 
 
 def test_resume_of_a_folder_without_a_run(tmp_path):
-    line = one_line_error(cli("pretrain-classifier", "--resume", tmp_path))
+    line = assert_one_line_error(run_cli("pretrain-classifier", "--resume", tmp_path))
     assert "no run to resume" in line
 
 
@@ -199,8 +190,8 @@ def test_resume_of_a_folder_without_a_run(tmp_path):
 
 def test_wrong_checkpoint_kind_as_weights(tmp_path):
     save_state(tmp_path / "s.safetensors", {"a": 1}, step=0)
-    line = one_line_error(
-        cli(
+    line = assert_one_line_error(
+        run_cli(
             "pretrain-classifier",
             *TINY,
             "--width",
@@ -218,13 +209,15 @@ def test_truncated_weights_file(trained, tmp_path):
     out, _ = trained
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes((out / "latest.safetensors").read_bytes()[:-100])
-    line = one_line_error(cli("pretrain-classifier", *TINY, "--width", "64", "--weights", cut, "--out", tmp_path / "o"))
+    line = assert_one_line_error(
+        run_cli("pretrain-classifier", *TINY, "--width", "64", "--weights", cut, "--out", tmp_path / "o")
+    )
     assert "truncated" in line
 
 
 def test_missing_weights_file(tmp_path):
-    line = one_line_error(
-        cli(
+    line = assert_one_line_error(
+        run_cli(
             "pretrain-classifier",
             *TINY,
             "--width",
@@ -240,8 +233,8 @@ def test_missing_weights_file(tmp_path):
 
 def test_missing_imagenet_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
-    line = one_line_error(
-        cli(
+    line = assert_one_line_error(
+        run_cli(
             "pretrain-classifier",
             *TINY,
             "--width",
@@ -258,8 +251,8 @@ def test_missing_imagenet_weights(tmp_path, monkeypatch):
 
 
 def test_missing_dataset_root(tmp_path):
-    line = one_line_error(
-        cli(
+    line = assert_one_line_error(
+        run_cli(
             "pretrain-classifier",
             "--dataset",
             "cub",
@@ -275,12 +268,12 @@ def test_missing_dataset_root(tmp_path):
 
 
 def test_unknown_dataset(tmp_path):
-    line = one_line_error(cli("pretrain-classifier", "--dataset", "mnist", "--out", tmp_path / "o"))
+    line = assert_one_line_error(run_cli("pretrain-classifier", "--dataset", "mnist", "--out", tmp_path / "o"))
     assert "mnist" in line
 
 
 def test_bad_device(tmp_path):
-    line = one_line_error(cli("pretrain-classifier", *TINY, "--device", "tpu", "--out", tmp_path / "o"))
+    line = assert_one_line_error(run_cli("pretrain-classifier", *TINY, "--device", "tpu", "--out", tmp_path / "o"))
     assert "tpu" in line
 
 

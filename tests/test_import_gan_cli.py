@@ -9,9 +9,9 @@ import pickle
 import numpy as np
 import torch
 from _fake_nvidia import as_persistent, augment_pipe, dump, marker_source
-from typer.testing import CliRunner
+from conftest import run_cli
 
-from viscoin_cli.cli import app, load_commands
+from viscoin_cli.cli import load_commands
 from viscoin_cli.io.checkpoint import read_meta
 from viscoin_cli.nets.stylegan2 import Discriminator, Generator, load_generator
 
@@ -26,10 +26,6 @@ G_KWARGS = dict(
     synthesis_kwargs={"channel_base": 128, "channel_max": 16},
 )
 D_KWARGS = dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def nvidia_pickle(path, source=""):
@@ -47,7 +43,7 @@ def nvidia_pickle(path, source=""):
 def test_import_writes_generator_and_discriminator_that_reproduce_the_source(tmp_path):
     src, G = nvidia_pickle(tmp_path / "network-snapshot.pkl", source=marker_source(tmp_path / "ran"))
     dest = tmp_path / "out" / "G.safetensors"
-    result = cli("import-gan", src, dest, "--json")
+    result = run_cli("import-gan", src, dest, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["resolution"] == 16 and summary["augment_p"] == 0.25 and summary["num_ws"] == G.num_ws
@@ -62,8 +58,8 @@ def test_import_writes_generator_and_discriminator_that_reproduce_the_source(tmp
 
 def test_import_then_generate(tmp_path):
     src, _ = nvidia_pickle(tmp_path / "n.pkl")
-    assert cli("import-gan", src, tmp_path / "G.safetensors").exit_code == 0
-    result = cli(
+    assert run_cli("import-gan", src, tmp_path / "G.safetensors").exit_code == 0
+    result = run_cli(
         "generate",
         "--generator",
         tmp_path / "G.safetensors",
@@ -80,10 +76,10 @@ def test_import_then_generate(tmp_path):
 
 def test_existing_destination_needs_force(tmp_path):
     src, _ = nvidia_pickle(tmp_path / "n.pkl")
-    assert cli("import-gan", src, tmp_path / "G.safetensors").exit_code == 0
-    result = cli("import-gan", src, tmp_path / "G.safetensors")
+    assert run_cli("import-gan", src, tmp_path / "G.safetensors").exit_code == 0
+    result = run_cli("import-gan", src, tmp_path / "G.safetensors")
     assert result.exit_code == 2 and "--force" in result.stderr
-    assert cli("import-gan", src, tmp_path / "G.safetensors", "--force").exit_code == 0
+    assert run_cli("import-gan", src, tmp_path / "G.safetensors", "--force").exit_code == 0
 
 
 class _Evil:
@@ -95,7 +91,7 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
     evil = _Evil()
     evil.marker = tmp_path / "pwned"
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"G_ema": evil}))
-    result = cli("import-gan", tmp_path / "evil.pkl", tmp_path / "G.safetensors")
+    result = run_cli("import-gan", tmp_path / "evil.pkl", tmp_path / "G.safetensors")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "refusing to load" in lines[0] and "system" in lines[0]
@@ -107,7 +103,7 @@ def test_a_configuration_we_cannot_build_is_one_line(tmp_path):
     G = Generator(**G_KWARGS)
     bad = {**G_KWARGS, "mapping_kwargs": {"num_layers": 2, "lr_mul": 0.01}}  # NVIDIA spells it lr_multiplier
     src = dump({"G_ema": as_persistent(G, "Generator", bad)}, tmp_path / "n.pkl")
-    result = cli("import-gan", src, tmp_path / "G.safetensors")
+    result = run_cli("import-gan", src, tmp_path / "G.safetensors")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {src}: G_ema config not understood"), result.stderr
@@ -117,7 +113,7 @@ def test_a_configuration_we_cannot_build_is_one_line(tmp_path):
 def test_quiet_is_not_an_option_of_import_gan(tmp_path):
     """It never did anything here (the command prints only its result); an unknown option is one line."""
     src, _ = nvidia_pickle(tmp_path / "n.pkl")
-    result = cli("import-gan", src, tmp_path / "G.safetensors", "--quiet")
+    result = run_cli("import-gan", src, tmp_path / "G.safetensors", "--quiet")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: No such option: --quiet"), result.stderr

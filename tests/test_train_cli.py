@@ -6,70 +6,31 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, run_cli, save_tiny_classifier, save_tiny_generator
 
-from viscoin_cli.cli import app, load_commands
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from viscoin_cli.nets.classifier import Classifier
-from viscoin_cli.nets.stylegan2 import Generator
 from viscoin_cli.nets.viscoin import load_viscoin
 
-load_commands()
-FACTS = {"name": "digits", "class_names": [str(i) for i in range(10)], "num_classes": 10, "channels": 3}
-G_KWARGS = dict(
-    z_dim=16,
-    c_dim=0,
-    w_dim=16,
-    img_resolution=16,
-    img_channels=3,
-    mapping_kwargs={"num_layers": 1},
-    synthesis_kwargs={"channel_base": 128, "channel_max": 16},
-)
 TINY = ["--dataset", "digits", "--concepts", "8", "--hidden", "8", "--real-batch", "4", "--synthetic-batch", "4"]
 TINY += ["--log-every", "2", "--grid-every", "2", "--device", "cpu", "--quiet"]
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
-def _generator(path, resolution=16):
-    torch.manual_seed(0)
-    G = Generator(**{**G_KWARGS, "img_resolution": resolution})
-    config = {**G_KWARGS, "img_resolution": resolution}
-    return save_checkpoint(
-        path, G.state_dict(), kind="generator", config=config, dataset={**FACTS, "resolution": resolution}
-    )
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     folder = tmp_path_factory.mktemp("parts")
-    torch.manual_seed(0)
-    f = Classifier("resnet18", 10, width=4, stem="small")
-    f_path = save_checkpoint(
-        folder / "f.safetensors",
-        f.state_dict(),
-        kind="classifier",
-        config=f.config,
-        dataset={**FACTS, "resolution": 16},
+    return (
+        save_tiny_classifier(folder / "f.safetensors"),
+        save_tiny_generator(folder / "G.safetensors"),
+        folder,
     )
-    return f_path, _generator(folder / "G.safetensors"), folder
 
 
 @pytest.fixture(scope="module")
 def trained(parts, tmp_path_factory):
     f_path, g_path, _ = parts
     out = tmp_path_factory.mktemp("train") / "run"
-    result = cli(
+    result = run_cli(
         "train", "--classifier", f_path, "--generator", g_path, *TINY, "--iterations", "4", "--out", out, "--json"
     )
     assert result.exit_code == 0, result.output
@@ -119,9 +80,9 @@ def test_checkpoint_records_its_parents_and_loads(trained, parts):
         assert model.render(edited, result.support).shape == (2, 3, 16, 16)
 
 
-def test_loading_refuses_a_changed_generator(trained, parts, tmp_path):
+def test_loading_refuses_a_changed_generator(trained, tmp_path):
     out, _ = trained
-    other = _generator(tmp_path / "other.safetensors")
+    other = save_tiny_generator(tmp_path / "other.safetensors")
     tensors, meta = load_checkpoint(other)
     tensors = {k: v + 1 if v.is_floating_point() else v for k, v in tensors.items()}
     save_checkpoint(other, tensors, kind="generator", config=meta.config, dataset=meta.dataset)
@@ -134,12 +95,12 @@ def test_resume_to_the_same_step_count(trained, parts, tmp_path):
     f_path, g_path, _ = parts
     resumed = tmp_path / "r"
     assert (
-        cli(
+        run_cli(
             "train", "--classifier", f_path, "--generator", g_path, *TINY, "--iterations", "2", "--out", resumed
         ).exit_code
         == 0
     )
-    result = cli("train", "--resume", resumed, "--iterations", "4", "--quiet")
+    result = run_cli("train", "--resume", resumed, "--iterations", "4", "--quiet")
     assert result.exit_code == 0, result.output
     assert read_meta(resumed / "latest.safetensors").step == 4
     straight, _ = load_checkpoint(out / "latest.safetensors")
@@ -150,9 +111,11 @@ def test_resume_to_the_same_step_count(trained, parts, tmp_path):
 
 def test_generator_resolution_must_match_the_data(parts, tmp_path):
     f_path, _, folder = parts
-    g32 = _generator(folder / "G32.safetensors", resolution=32)
-    line = one_line_error(
-        cli("train", "--classifier", f_path, "--generator", g32, *TINY, "--resolution", "16", "--out", tmp_path / "x")
+    g32 = save_tiny_generator(folder / "G32.safetensors", resolution=32)
+    line = assert_one_line_error(
+        run_cli(
+            "train", "--classifier", f_path, "--generator", g32, *TINY, "--resolution", "16", "--out", tmp_path / "x"
+        )
     )
     assert "32 px" in line and "16 px" in line
 
@@ -165,7 +128,7 @@ def test_digits_preset_gives_gamma_the_last_two_w_vectors(trained):
 def test_support_ws_option(parts, tmp_path):
     f_path, g_path, _ = parts
     args = ("train", "--classifier", f_path, "--generator", g_path, *TINY, "--iterations", "1")
-    assert cli(*args, "--support-ws", "0,-1", "--out", tmp_path / "a").exit_code == 0
+    assert run_cli(*args, "--support-ws", "0,-1", "--out", tmp_path / "a").exit_code == 0
     assert read_meta(tmp_path / "a" / "latest.safetensors").config["support_ws"] == [0, 5]
 
 
@@ -176,10 +139,12 @@ def test_support_ws_option(parts, tmp_path):
 def test_bad_support_ws(parts, tmp_path, value, message):
     f_path, g_path, _ = parts
     args = ("train", "--classifier", f_path, "--generator", g_path, *TINY, "--support-ws", value)
-    assert message in one_line_error(cli(*args, "--out", tmp_path / "x"))
+    assert message in assert_one_line_error(run_cli(*args, "--out", tmp_path / "x"))
 
 
 def test_wrong_kind_for_the_generator(parts, tmp_path):
     f_path, _, _ = parts
-    line = one_line_error(cli("train", "--classifier", f_path, "--generator", f_path, *TINY, "--out", tmp_path / "x"))
+    line = assert_one_line_error(
+        run_cli("train", "--classifier", f_path, "--generator", f_path, *TINY, "--out", tmp_path / "x")
+    )
     assert "expected a generator checkpoint" in line

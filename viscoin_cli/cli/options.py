@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from viscoin_cli.data import DATASET_NAMES
-from viscoin_cli.errors import UserError
+from viscoin_cli import choices
 
 RUNTIME = "Runtime"
 DATA = "Data"
@@ -26,7 +24,7 @@ Device = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random generator.", rich_help_panel=RUNTIME)]
 Precision = Annotated[
-    str,
+    choices.Precision,
     typer.Option(
         "--precision",
         help="fp32, or bf16 / fp16 mixed precision (autocast) on GPU.",
@@ -51,10 +49,10 @@ Json = Annotated[
 ]
 
 Dataset = Annotated[
-    str,
+    choices.DatasetName,
     typer.Option(
         "--dataset",
-        help=f"One of {', '.join(DATASET_NAMES)}. digits is built in and needs no download.",
+        help="digits is built in and needs no download; the others read --data-root.",
         rich_help_panel=DATA,
     ),
 ]
@@ -107,38 +105,6 @@ def explicit_options(ctx: typer.Context) -> dict[str, Any]:
     return {
         name: ctx.params[name] for name, source in sources.items() if source is not None and source.name != "DEFAULT"
     }
-
-
-RUNTIME_OPTIONS = frozenset({"device", "precision", "workers", "quiet", "json_out", "out", "resume", "force"})
-
-
-def resumed_options(
-    resume: Path, given: dict[str, Any], resumable: set[str], names: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """The options of the run in `resume`, updated with the typed options that may change on resume.
-
-    A typed option that is not resumable must equal the saved value (`names` maps CLI names to the keys
-    of options.json where they differ); otherwise it is a one-line error rather than a silently mixed run.
-    """
-    options_file = Path(resume) / "options.json"
-    if not options_file.is_file():
-        raise UserError(f"--resume {resume}: no run to resume (options.json missing)")
-    try:
-        saved = json.loads(options_file.read_text())
-    except json.JSONDecodeError:
-        raise UserError(f"{options_file}: not valid JSON") from None
-    names = names or {}
-    merged = dict(saved)
-    for name, value in given.items():
-        key = names.get(name, name)
-        value = str(value) if isinstance(value, Path) else value
-        if name in RUNTIME_OPTIONS:
-            continue
-        if name in resumable:
-            merged[key] = value
-        elif saved.get(key) != value:
-            raise UserError(f"--{name.replace('_', '-')} cannot change when resuming (the run used {saved.get(key)!r})")
-    return merged
 
 
 def default_workers(dataset: str, workers: int | None) -> int:

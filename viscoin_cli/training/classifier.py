@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -12,12 +13,14 @@ from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from viscoin_cli.choices import Arch, Optimizer, Stem
 from viscoin_cli.console import Progress, format_metrics
 from viscoin_cli.data import load_dataset
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import copy_checkpoint, load_state, save_checkpoint, save_state
 from viscoin_cli.nets.classifier import Classifier, load_initial_weights
 from viscoin_cli.runtime import Runtime, all_reduce_sum, seed_everything, seed_for, seed_worker, unwrap
+from viscoin_cli.training.config import TrainConfig
 from viscoin_cli.training.run import RunFolder
 
 # Paper App. B.2 for the real datasets (ResNet50 from ImageNet weights). digits is the embedded
@@ -48,6 +51,29 @@ PRESETS: dict[str, dict[str, Any]] = {name: dict(zip(_PRESET_FIELDS, values, str
 LR_DECAY = 0.1  # step decay factor at each milestone epoch
 
 
+@dataclass(frozen=True)
+class ClassifierConfig(TrainConfig):
+    """`viscoin pretrain-classifier`: the network, its initial weights and the optimisation."""
+
+    arch: Arch = Arch.resnet50
+    width: int = 64
+    stem: Stem = Stem.imagenet
+    weights: str = "imagenet"  # imagenet, none, or a weights file
+    optimizer: Optimizer = Optimizer.adam
+    lr: float = 1e-4
+    epochs: int = 30
+    batch_size: int = 32
+    milestones: list[int] = field(default_factory=list)
+    weight_decay: float = 0.0
+
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"epochs"})
+    FLAGS: ClassVar[dict[str, str]] = {"milestones": "--lr-steps"}
+
+    @classmethod
+    def preset(cls, dataset: str) -> dict[str, Any]:
+        return dict(PRESETS[dataset])
+
+
 class ShardSampler(Sampler[int]):
     """Every `world_size`-th index from `rank`: evaluation sees each test sample exactly once overall."""
 
@@ -61,12 +87,12 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def _optimizer(model: torch.nn.Module, opts: dict[str, Any]) -> torch.optim.Optimizer:
-    if opts["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
-    if opts["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=opts["lr"], momentum=0.9, weight_decay=opts["weight_decay"])
-    raise UserError(f"--optimizer {opts['optimizer']!r}: expected adam or sgd")
+def _optimizer(model: torch.nn.Module, cfg: ClassifierConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    raise AssertionError(cfg.optimizer)  # the Optimizer type allows nothing else
 
 
 @torch.no_grad()
@@ -95,34 +121,28 @@ def _to_device(images: torch.Tensor, labels: torch.Tensor, rt: Runtime) -> tuple
 
 
 def train_classifier(
-    opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Console, *, resume: bool
+    cfg: ClassifierConfig, run: RunFolder, rt: Runtime, console: Console, *, resume: bool
 ) -> dict[str, Any]:
-    """Train f as `opts` says, writing into `run`; returns the summary the CLI prints."""
+    """Train f as `cfg` says, writing into `run`; returns the summary the CLI prints."""
     # --- setup -----------------------------------------------------------------------------------------
     data_kw = dict(
-        root=opts["data_root"],
-        resolution=opts["resolution"],
-        skip_bad_images=opts["skip_bad_images"],
-        bbox_crop=opts["bbox_crop"],
+        root=cfg.data_root,
+        resolution=cfg.resolution,
+        skip_bad_images=cfg.skip_bad_images,
+        bbox_crop=cfg.bbox_crop,
     )
-    train_set = load_dataset(opts["dataset"], "train", augment=True, **data_kw)
-    test_set = load_dataset(opts["dataset"], "test", augment=False, **data_kw)
+    train_set = load_dataset(cfg.dataset, "train", augment=True, **data_kw)
+    test_set = load_dataset(cfg.dataset, "test", augment=False, **data_kw)
     if train_set.skipped or test_set.skipped:
         console.print(f"skipped {train_set.skipped + test_set.skipped} unreadable images")
-    per_rank_batch = opts["batch_size"] // rt.world_size
-    if per_rank_batch < 2 or opts["batch_size"] % rt.world_size:
-        raise UserError(
-            f"--batch-size {opts['batch_size']} must be a multiple of the {rt.world_size} processes, >= 2 each"
-        )
-    if len(train_set) < opts["batch_size"]:
-        raise UserError(
-            f"--batch-size {opts['batch_size']} is larger than the training split ({len(train_set)} images)"
-        )
+    per_rank_batch = cfg.batch_size // rt.world_size
+    if per_rank_batch < 2 or cfg.batch_size % rt.world_size:
+        raise UserError(f"--batch-size {cfg.batch_size} must be a multiple of the {rt.world_size} processes, >= 2 each")
+    if len(train_set) < cfg.batch_size:
+        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training split ({len(train_set)} images)")
 
-    train_sampler = DistributedSampler(
-        train_set, rt.world_size, rt.rank, shuffle=True, seed=opts["seed"], drop_last=True
-    )
-    loader_kw = dict(num_workers=opts["workers"], pin_memory=rt.device.type == "cuda", worker_init_fn=seed_worker)
+    train_sampler = DistributedSampler(train_set, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader_kw = dict(num_workers=cfg.workers, pin_memory=rt.device.type == "cuda", worker_init_fn=seed_worker)
     train_loader = DataLoader(
         train_set,
         per_rank_batch,
@@ -135,15 +155,15 @@ def train_classifier(
         test_set, per_rank_batch * 2, sampler=ShardSampler(len(test_set), rt.rank, rt.world_size), **loader_kw
     )
 
-    model = Classifier(opts["arch"], train_set.num_classes, opts["width"], opts["stem"])
+    model = Classifier(cfg.arch, train_set.num_classes, cfg.width, cfg.stem)
     start_epoch, best_accuracy = 0, -1.0
     if not resume:
-        console.print(f"initial weights: {load_initial_weights(model, opts['weights'])}")
+        console.print(f"initial weights: {load_initial_weights(model, cfg.weights)}")
     model.to(rt.device)
     if rt.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(model, opts)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, opts["milestones"], gamma=LR_DECAY)
+    optimizer = _optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=LR_DECAY)
     scaler = rt.grad_scaler()
     if resume:
         state = load_state(run.state, device=rt.device)
@@ -154,7 +174,7 @@ def train_classifier(
         start_epoch, best_accuracy = state["epoch"], state["best_accuracy"]
         if rt.is_main:
             run.truncate_metrics("epoch", start_epoch)
-        console.print(f"resuming {run} at epoch {start_epoch}/{opts['epochs']}")
+        console.print(f"resuming {run} at epoch {start_epoch}/{cfg.epochs}")
     net = (
         DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
         if rt.distributed
@@ -163,7 +183,7 @@ def train_classifier(
     dataset_facts = train_set.facts()
     params = sum(p.numel() for p in model.parameters())
     console.print(
-        f"{opts['arch']} (width {opts['width']}, {params / 1e6:.2f}M params) on {opts['dataset']}: "
+        f"{cfg.arch} (width {cfg.width}, {params / 1e6:.2f}M params) on {cfg.dataset}: "
         f"{len(train_set)} train / {len(test_set)} test images, {train_set.num_classes} classes, "
         f"{rt.world_size} process(es) on {rt.device}"
     )
@@ -171,18 +191,18 @@ def train_classifier(
     # --- loop ------------------------------------------------------------------------------------------
     t_start = time.perf_counter()
     test: dict[str, float] = {"accuracy": best_accuracy, "loss": float("nan")}
-    for epoch in range(start_epoch, opts["epochs"]):
+    for epoch in range(start_epoch, cfg.epochs):
         # Re-seed from (seed, epoch): shuffling and augmentation of an epoch do not depend on whether
         # the run was resumed, so a resumed run reproduces the uninterrupted one.
-        seed_everything(seed_for(opts["seed"], epoch, rt.rank))
+        seed_everything(seed_for(cfg.seed, epoch, rt.rank))
         train_sampler.set_epoch(epoch)
-        train_loader.generator.manual_seed(seed_for(opts["seed"], epoch, rt.rank))
+        train_loader.generator.manual_seed(seed_for(cfg.seed, epoch, rt.rank))
         net.train()
         t_epoch = time.perf_counter()
         loss_sum = torch.zeros((), device=rt.device)
         correct = torch.zeros((), device=rt.device, dtype=torch.int64)
         seen = 0
-        with Progress(console, len(train_loader), f"epoch {epoch + 1}/{opts['epochs']}") as progress:
+        with Progress(console, len(train_loader), f"epoch {epoch + 1}/{cfg.epochs}") as progress:
             for step, (images, labels) in enumerate(train_loader):
                 images, labels = _to_device(images, labels, rt)
                 with rt.autocast():
@@ -246,7 +266,7 @@ def train_classifier(
             if is_best:
                 copy_checkpoint(run.latest, run.best)
         console.print(
-            f"epoch {epoch + 1}/{opts['epochs']}  "
+            f"epoch {epoch + 1}/{cfg.epochs}  "
             + format_metrics({k: record[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")})
             + f"  [{seconds:.1f}s]"
             + ("  best" if is_best else "")
@@ -257,7 +277,7 @@ def train_classifier(
         "out": str(run.path),
         "latest": str(run.latest),
         "best": str(run.best),
-        "epochs": opts["epochs"],
+        "epochs": cfg.epochs,
         "final_test_accuracy": test["accuracy"],
         "best_test_accuracy": best_accuracy,
         "seconds": time.perf_counter() - t_start,

@@ -1,4 +1,5 @@
-"""Run folders: where a training command writes, and how `--resume` finds its way back.
+"""Run folders (where a training command writes, and how `--resume` finds its way back) and the
+resume-exact batch sampler the step-based trainers share.
 
 DIR/options.json               every resolved option of the run
 DIR/metrics.jsonl              one JSON object per logging step
@@ -14,7 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
+from torch.utils.data import Sampler
 
 from viscoin_cli.errors import UserError
 from viscoin_cli.runtime import Runtime
@@ -35,18 +38,6 @@ class RunFolder:
 
     def __str__(self) -> str:
         return str(self.path)
-
-    # -- options --------------------------------------------------------------------------------------
-    def write_options(self, options: dict[str, Any]) -> None:
-        tmp = self.options.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(options, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, self.options)
-
-    def read_options(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.options.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise UserError(f"{self.options}: cannot read the run's options ({err})") from None
 
     # -- metrics --------------------------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
@@ -128,3 +119,19 @@ def open_run(
     if rt.distributed:
         dist.barrier()
     return RunFolder(path), False
+
+
+class TickBatches(Sampler[list[int]]):
+    """The real-image indices of one tick: uniform draws seeded by (seed, tick, rank), so data order
+    depends only on where training is, not on how it got there (resume-exact)."""
+
+    def __init__(self, length: int, batch: int, steps: int, seed: int):
+        self.length, self.batch, self.steps, self.seed = length, batch, steps, seed
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.steps):
+            yield torch.randint(self.length, (self.batch,), generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return self.steps
