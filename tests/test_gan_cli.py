@@ -7,13 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_G, assert_one_line_error, run_cli
 from PIL import Image
-from typer.testing import CliRunner
 
-from viscoin_cli.cli import app, load_commands
 from viscoin_cli.io.checkpoint import load_checkpoint, read_meta
 
-load_commands()
 # 16 px, 16 channels, batch 8: a tick of 64 images takes well under a second on a CPU.
 ARCH = ["--cbase", "256", "--cmax", "16", "--map", "1"]
 RUN = ["--dataset", "digits", "--resolution", "16", "--batch-size", "8", "--tick-kimg", "0.064", "--snap", "1"]
@@ -21,21 +19,10 @@ RUN += ["--grid-size", "4", "--device", "cpu", "--quiet"]
 TINY = RUN + ARCH
 
 
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gan") / "run"
-    result = cli("finetune-gan", *TINY, "--kimg", "0.128", "--out", out, "--json")
+    result = run_cli("finetune-gan", *TINY, "--kimg", "0.128", "--out", out, "--json")
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)
 
@@ -70,8 +57,8 @@ def test_generator_checkpoint_is_self_describing(gan_run):
 def test_resume_reproduces_the_uninterrupted_run(gan_run, tmp_path):
     out, _ = gan_run
     resumed = tmp_path / "r"
-    assert cli("finetune-gan", *TINY, "--kimg", "0.064", "--out", resumed).exit_code == 0
-    result = cli("finetune-gan", "--resume", resumed, "--kimg", "0.128", "--quiet")
+    assert run_cli("finetune-gan", *TINY, "--kimg", "0.064", "--out", resumed).exit_code == 0
+    result = run_cli("finetune-gan", "--resume", resumed, "--kimg", "0.128", "--quiet")
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [r["tick"] for r in records] == [1, 2]
@@ -81,9 +68,37 @@ def test_resume_reproduces_the_uninterrupted_run(gan_run, tmp_path):
         assert torch.allclose(tensor, continued[name], atol=1e-5), name
 
 
+# options.json as the release before the typed configs wrote it for `finetune-gan *TINY --kimg 0.128` (G_kwargs
+# and D_kwargs aside): the same keys and values, so a run folder it wrote still loads and resumes.
+RELEASE_OPTIONS = {
+    "ada_kimg": 50, "aug": "ada", "batch_size": 8, "bbox_crop": False, "cbase": 256, "cmax": 16, "data_root": None,
+    "dataset": "digits", "device": "cpu", "discriminator": None, "dlr": 0.0025, "ema_kimg": 10.0, "ema_rampup": 0.05,
+    "fid_classifier": None, "fid_features": None, "fid_images": 2000, "fp16_res": 0, "freeze_d": 0, "gamma": None,
+    "glr": 0.0025, "grid_size": 4, "inception_weights": None, "keep_snapshots": False, "kimg": 0.128, "map": 1,
+    "mbstd": 8, "mirror": False, "p": 0.2, "pl_weight": 0.0, "precision": "fp32", "resolution": 16,
+    "resume_from": None, "seed": 0, "skip_bad_images": False, "snap": 1, "style_mixing": 0.0, "target": 0.6,
+    "tick_kimg": 0.064, "w_dim": 128, "workers": 0, "world_size": 1, "z_dim": 128,
+}  # fmt: skip
+
+
+def test_options_json_keeps_the_released_keys_and_values(gan_run):
+    out, _ = gan_run
+    options = json.loads((out / "options.json").read_text())
+    assert {k: v for k, v in options.items() if k not in ("G_kwargs", "D_kwargs")} == RELEASE_OPTIONS
+    assert options["G_kwargs"]["mapping_kwargs"] == {"num_layers": 1} and options["D_kwargs"]["img_resolution"] == 16
+
+
+def test_older_options_json_gets_the_released_fallbacks():
+    from viscoin_cli.training.gan import GanConfig
+
+    older = {k: v for k, v in RELEASE_OPTIONS.items() if k not in ("style_mixing", "pl_weight", "fid_images")}
+    config = GanConfig.from_json(older, "options.json")
+    assert (config.style_mixing, config.pl_weight, config.fid_images) == (0.9, 2.0, 2000)
+
+
 def test_finetune_from_a_generator_checkpoint(gan_run, tmp_path):
     out, _ = gan_run
-    result = cli("finetune-gan", *RUN, "--kimg", "0.064", "--resume-from", out / "latest.safetensors",
+    result = run_cli("finetune-gan", *RUN, "--kimg", "0.064", "--resume-from", out / "latest.safetensors",
                  "--freeze-d", "1", "--out", tmp_path / "ft")  # fmt: skip
     assert result.exit_code == 0, result.output
     options = json.loads((tmp_path / "ft" / "options.json").read_text())
@@ -92,15 +107,33 @@ def test_finetune_from_a_generator_checkpoint(gan_run, tmp_path):
 
 def test_finetuning_refuses_architecture_options(gan_run, tmp_path):
     out, _ = gan_run
-    line = one_line_error(
-        cli("finetune-gan", *TINY, "--resume-from", out / "latest.safetensors", "--out", tmp_path / "x")
+    line = assert_one_line_error(
+        run_cli("finetune-gan", *TINY, "--resume-from", out / "latest.safetensors", "--out", tmp_path / "x")
     )
     assert "--cbase" in line and "--map" in line and "architecture" in line
 
 
+def test_resume_refuses_to_change_the_training_setup(gan_run):
+    out, _ = gan_run
+    line = assert_one_line_error(run_cli("finetune-gan", "--resume", out, "--glr", "0.01", "--quiet"))
+    assert "--glr" in line and "resuming" in line
+
+
+@pytest.mark.parametrize("drop", ["img_resolution", "z_dim"])
+def test_finetuning_a_generator_with_a_bad_config_is_one_line(tmp_path, drop):
+    from viscoin_cli.io.checkpoint import save_checkpoint
+
+    config = {k: v for k, v in TINY_G.items() if k != drop}
+    path = save_checkpoint(tmp_path / "G.safetensors", {}, kind="generator", config=config)
+    line = assert_one_line_error(
+        run_cli("finetune-gan", *TINY[:2], "--resume-from", path, "--out", tmp_path / "x", "--quiet")
+    )
+    assert "G.safetensors" in line and "generator config not understood" in line
+
+
 def test_quiet_still_prints_the_result(gan_run, tmp_path):
     out, _ = gan_run
-    result = cli(
+    result = run_cli(
         "finetune-gan", *RUN, "--kimg", "0.064", "--resume-from", out / "latest.safetensors", "--out", tmp_path / "q"
     )
     assert result.exit_code == 0, result.output
@@ -109,7 +142,7 @@ def test_quiet_still_prints_the_result(gan_run, tmp_path):
 
 def test_resolution_mismatch_with_the_generator_is_refused(gan_run, tmp_path):
     out, _ = gan_run
-    line = one_line_error(cli("finetune-gan", *TINY[:2], "--resolution", "32", "--resume-from",
+    line = assert_one_line_error(run_cli("finetune-gan", *TINY[:2], "--resolution", "32", "--resume-from",
                               out / "latest.safetensors", "--device", "cpu", "--out", tmp_path / "x"))  # fmt: skip
     assert "16 px" in line and "32 px" in line
 
@@ -117,16 +150,20 @@ def test_resolution_mismatch_with_the_generator_is_refused(gan_run, tmp_path):
 def test_generate_png_grid_and_npy(gan_run, tmp_path):
     out, _ = gan_run
     G = out / "latest.safetensors"
-    result = cli("generate", "--generator", G, "--seeds", "0-5", "--columns", "3", "--out", tmp_path / "g.png")
+    result = run_cli("generate", "--generator", G, "--seeds", "0-5", "--columns", "3", "--out", tmp_path / "g.png")
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "g.png") as grid:
         assert grid.size == (3 * 18 + 2, 2 * 18 + 2)
     assert (
-        cli("generate", "--generator", G, "--seeds", "0-5", "--format", "npy", "--out", tmp_path / "a.npy").exit_code
+        run_cli(
+            "generate", "--generator", G, "--seeds", "0-5", "--format", "npy", "--out", tmp_path / "a.npy"
+        ).exit_code
         == 0
     )
     assert (
-        cli("generate", "--generator", G, "--seeds", "3,4", "--format", "npy", "--out", tmp_path / "b.npy").exit_code
+        run_cli(
+            "generate", "--generator", G, "--seeds", "3,4", "--format", "npy", "--out", tmp_path / "b.npy"
+        ).exit_code
         == 0
     )
     first, second = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
@@ -138,7 +175,7 @@ def test_generate_uses_nvidias_seed_convention(gan_run, tmp_path):
     from viscoin_cli.nets.stylegan2 import load_generator
 
     out, _ = gan_run
-    assert cli("generate", "--generator", out / "latest.safetensors", "--seeds", "7", "--truncation", "0.5",
+    assert run_cli("generate", "--generator", out / "latest.safetensors", "--seeds", "7", "--truncation", "0.5",
                "--format", "npy", "--out", tmp_path / "s.npy").exit_code == 0  # fmt: skip
     G, _ = load_generator(out / "latest.safetensors")
     z = torch.from_numpy(np.random.RandomState(7).randn(1, G.z_dim)).float()
@@ -158,14 +195,14 @@ def test_generate_uses_nvidias_seed_convention(gan_run, tmp_path):
 )
 def test_generate_bad_options(gan_run, args, message):
     out, _ = gan_run
-    assert message in one_line_error(cli("generate", "--generator", out / "latest.safetensors", *args))
+    assert message in assert_one_line_error(run_cli("generate", "--generator", out / "latest.safetensors", *args))
 
 
 def test_generate_refuses_a_classifier_checkpoint(tmp_path):
     from viscoin_cli.io.checkpoint import save_checkpoint
 
     path = save_checkpoint(tmp_path / "f.safetensors", {"w": torch.zeros(1)}, kind="classifier", config={})
-    assert "expected a generator checkpoint" in one_line_error(cli("generate", "--generator", path))
+    assert "expected a generator checkpoint" in assert_one_line_error(run_cli("generate", "--generator", path))
 
 
 def test_fid_tracking_with_classifier_features(tmp_path):
@@ -179,7 +216,7 @@ def test_fid_tracking_with_classifier_features(tmp_path):
     f_path = save_checkpoint(tmp_path / "f.safetensors", f.state_dict(), kind="classifier", config=f.config)
     out = tmp_path / "run"
     args = ["--kimg", "0.128", "--fid-features", "classifier", "--fid-classifier", f_path, "--fid-images", "32"]
-    result = cli("finetune-gan", *TINY, *args, "--out", out)
+    result = run_cli("finetune-gan", *TINY, *args, "--out", out)
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["fid"] > 0 and r["fid_features"].startswith("classifier f.safetensors") for r in records)
@@ -196,5 +233,7 @@ def test_fid_tracking_with_classifier_features(tmp_path):
 
 
 def test_fid_classifier_features_need_a_classifier(tmp_path):
-    line = one_line_error(cli("finetune-gan", *TINY, "--fid-features", "classifier", "--out", tmp_path / "x"))
+    line = assert_one_line_error(
+        run_cli("finetune-gan", *TINY, "--fid-features", "classifier", "--out", tmp_path / "x")
+    )
     assert "--fid-classifier" in line

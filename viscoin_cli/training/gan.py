@@ -1,15 +1,22 @@
-"""StyleGAN2-ADA training and fine-tuning (Karras et al. 2020), one loop from top to bottom.
+"""StyleGAN2-ADA training and fine-tuning (Karras et al. 2020; docs/method.md, "StyleGAN2-ADA training").
 
-Each iteration runs four phases on one real and one generated minibatch, as NVIDIA's training loop does:
-    Gmain  non-saturating logistic loss for G through D(augment(G(z)))
-    Greg   path-length regularisation, every `G_REG_INTERVAL` iterations (lazy regularisation)
-    Dmain  logistic loss for D on augmented fakes and reals
-    Dreg   R1 penalty on augmented reals (through the augmentation), every `D_REG_INTERVAL` iterations
-Lazy regularisation rescales Adam's lr and betas by interval/(interval+1). The EMA generator ramps up
-its half-life with the images shown. ADA adjusts the augmentation probability p from the sign of D's
-outputs on reals. Training is measured in kimg (thousands of real images shown to D); a "tick" is
-`tick_kimg` of them: logging, checkpoints and sample grids happen at tick boundaries, and every tick
-re-seeds from (seed, tick) so that a resumed run reproduces the uninterrupted one.
+`GanConfig` is a run's options.json; `train_gan` is the loop, one function from top to bottom. Every
+minibatch runs the phases of NVIDIA's `training_loop.py`, each its own forward/backward pass (the losses of
+`training.losses.StyleGAN2Loss`) followed by its own optimiser step:
+    Gmain  every minibatch                           non-saturating logistic loss through D(A(G(z)))
+    Greg   when batch_idx % 4 == 0, loss times 4     path-length regularisation
+    Dmain  every minibatch                           logistic loss on augmented fakes and reals
+    Dreg   when batch_idx % 16 == 0, loss times 16   R1 on augmented reals, through the augmentation
+So over k minibatches (k = 4 for G, 16 for D) each optimiser takes k + 1 steps, and lazy regularisation
+rescales its Adam for that: lr·k/(k+1), betas^(k/(k+1)). With path-length regularisation off
+(`pl_weight` 0, as in the digits preset) G has a single phase, Gboth, and a plain Adam: k steps. Every
+phase draws its own latents z, as NVIDIA's loop does; the phases of D share the minibatch of reals.
+
+After the phases, the EMA generator follows G with a half-life ramped up with the images shown, and every
+4 minibatches ADA moves the augmentation probability p from the sign of D's outputs on the reals.
+Training is measured in kimg (thousands of real images shown to D); a "tick" is `tick_kimg` of them:
+logging, checkpoints and sample grids happen at tick boundaries, and every tick re-seeds from
+(seed, tick), so a resumed run reproduces the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,19 +24,29 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
+from viscoin_cli.choices import Augment, FidFeatures
 from viscoin_cli.console import Progress, format_metrics
-from viscoin_cli.data import load_dataset
+from viscoin_cli.data import DEFAULT_RESOLUTION, load_dataset
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.checkpoint import load_checkpoint, load_into, load_state, save_checkpoint, save_state
+from viscoin_cli.io.checkpoint import (
+    CheckpointMeta,
+    build_from_config,
+    load_checkpoint,
+    load_into,
+    load_state,
+    read_meta,
+    save_checkpoint,
+    save_state,
+)
 from viscoin_cli.io.images import save_grid
 from viscoin_cli.metrics.fid import (
     FeatureExtractor,
@@ -38,51 +55,189 @@ from viscoin_cli.metrics.fid import (
     feature_statistics,
     generator_fid,
 )
+from viscoin_cli.nets.augment import PRESETS as AUGMENT_PRESETS
 from viscoin_cli.nets.augment import AdaController, AugmentPipe
 from viscoin_cli.nets.stylegan2 import Discriminator, Generator
-from viscoin_cli.runtime import Runtime, all_reduce_sum, seed_everything, seed_for, seed_worker, unwrap
-from viscoin_cli.training.run import RunFolder
+from viscoin_cli.runtime import Runtime, all_reduce_sum, seed_everything, seed_for, seed_worker
+from viscoin_cli.training.config import TrainConfig
+from viscoin_cli.training.losses import StyleGAN2Loss
+from viscoin_cli.training.run import RunFolder, TickBatches
 
-G_REG_INTERVAL = 4  # path-length regularisation every 4 iterations
-D_REG_INTERVAL = 16  # R1 every 16 iterations
-STYLE_MIXING = 0.9  # default probability of mixing two latents in a batch (NVIDIA's; 0 for tiny data)
-PL_WEIGHT, PL_DECAY, PL_BATCH_SHRINK = 2.0, 0.01, 2  # PL_WEIGHT: default, 0 turns Greg off
-ADA_INTERVAL = 4  # iterations between p updates
-BGC = dict(
-    xflip=1,
-    rotate90=1,
-    xint=1,
-    scale=1,
-    rotate=1,
-    aniso=1,
-    xfrac=1,
-    brightness=1,
-    contrast=1,
-    lumaflip=1,
-    hue=1,
-    saturation=1,
-)
+G_REG_INTERVAL = 4  # path-length regularisation every 4 minibatches
+D_REG_INTERVAL = 16  # R1 every 16 minibatches
+PL_DECAY, PL_BATCH_SHRINK = 0.01, 2
+ADA_INTERVAL = 4  # minibatches between p updates
+LOSS_KEYS = ("loss_G", "loss_pl", "loss_D_fake", "loss_D_real", "loss_r1")  # what a tick logs, as means
+
+# digits: a small generator that learns recognisable digits on a 2-core CPU in ~20 minutes. Batch 16 (twice
+# the steps of 32 for the same time), 32 channels, a minibatch-std group of 8 so D sees the variety of a
+# batch, faster ADA for the 1437 images, and no path-length regularisation or style mixing (NVIDIA's
+# small-image 'cifar' choice). Real data: NVIDIA's 'auto' configuration at 256 px with the paper's batch
+# of 16 and ~2M real images shown (2000 kimg).
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": dict(
+        z_dim=128,
+        w_dim=128,
+        map=2,
+        cbase=2048,
+        cmax=32,
+        fp16_res=0,
+        mbstd=8,
+        batch_size=16,
+        glr=0.0025,
+        dlr=0.0025,
+        ema_kimg=10.0,
+        style_mixing=0.0,
+        pl_weight=0.0,
+        kimg=100.0,
+        tick_kimg=2.0,
+        snap=5,
+        ada_kimg=50,
+    ),
+    "default": dict(
+        z_dim=512,
+        w_dim=512,
+        map=2,
+        cbase=16384,
+        cmax=512,
+        fp16_res=4,
+        mbstd=4,
+        batch_size=16,
+        glr=0.0025,
+        dlr=0.0025,
+        ema_kimg=5.0,
+        style_mixing=0.9,
+        pl_weight=2.0,
+        kimg=2000.0,
+        tick_kimg=4.0,
+        snap=50,
+        ada_kimg=500,
+    ),
+}
+TRANSFER_ADA_KIMG = 100  # fine-tuning: p adapts faster (the pretrained D overfits a small dataset quickly)
+ARCHITECTURE = ("cbase", "cmax", "map")  # fixed by the generator being fine-tuned
 
 
-def network_kwargs(opts: dict[str, Any], resolution: int, channels: int) -> tuple[dict, dict]:
+@dataclass(frozen=True)
+class GanConfig(TrainConfig):
+    """`finetune-gan`: networks, optimisation, ADA, logging and FID tracking. Field names are options.json's
+    keys; the defaults are the `default` preset, so a run written before a field existed keeps its value."""
+
+    mirror: bool = False
+    resume_from: str | None = None  # generator checkpoint to fine-tune
+    discriminator: str | None = None  # its discriminator (None: D starts from scratch)
+    freeze_d: int = 0
+    z_dim: int = 512
+    w_dim: int = 512
+    map: int = 2
+    cbase: int = 16384
+    cmax: int = 512
+    fp16_res: int = 4
+    mbstd: int = 4
+    kimg: float = 2000.0
+    batch_size: int = 16
+    gamma: float | None = None  # R1 weight; None: NVIDIA's 0.0002·res²/batch
+    glr: float = 0.0025
+    dlr: float = 0.0025
+    ema_kimg: float = 5.0
+    ema_rampup: float | None = 0.05
+    style_mixing: float = 0.9
+    pl_weight: float = 2.0
+    aug: Augment = Augment.ada
+    p: float = 0.2
+    target: float = 0.6
+    ada_kimg: int = 500
+    tick_kimg: float = 4.0
+    snap: int = 50
+    keep_snapshots: bool = False
+    grid_size: int = 64
+    G_kwargs: dict[str, Any] = field(default_factory=dict)  # Generator(**G_kwargs), filled by `prepare_networks`
+    D_kwargs: dict[str, Any] = field(default_factory=dict)
+    fid_features: FidFeatures | None = None
+    fid_classifier: str | None = None
+    inception_weights: str | None = None
+    fid_images: int = 2000
+
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset(  # the length of training, logging and FID tracking
+        (
+            "kimg",
+            "snap",
+            "tick_kimg",
+            "keep_snapshots",
+            "fid_features",
+            "fid_classifier",
+            "inception_weights",
+            "fid_images",
+        )
+    )
+
+    @classmethod
+    def preset(cls, dataset: str) -> dict[str, Any]:
+        return dict(PRESETS["digits" if dataset == "digits" else "default"])
+
+    @classmethod
+    def resolve(cls, values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        values = dict(values)
+        if values.get("resume_from"):
+            architecture = sorted(cls.flag(name) for name in ARCHITECTURE if name in given)
+            if architecture:
+                raise UserError(
+                    f"{', '.join(architecture)}: a fine-tuned generator keeps the architecture of --resume-from"
+                )
+            if "ada_kimg" not in given:
+                values["ada_kimg"] = TRANSFER_ADA_KIMG
+        return values
+
+    def check(self) -> None:
+        if self.fid_features == FidFeatures.classifier and not self.fid_classifier:
+            raise UserError("--fid-features classifier needs --fid-classifier PATH (a pretrain-classifier checkpoint)")
+
+
+def prepare_networks(cfg: GanConfig) -> GanConfig:
+    """A new run's G and D constructor kwargs: the preset's for a new GAN, the checkpoints' own when
+    fine-tuning (then also the discriminator beside the generator, and the generator's resolution)."""
+    if not cfg.resume_from:
+        g_kwargs, d_kwargs = network_kwargs(cfg, cfg.resolution or DEFAULT_RESOLUTION[cfg.dataset], 3)
+        return replace(cfg, G_kwargs=g_kwargs, D_kwargs=d_kwargs)
+    g_meta = read_meta(cfg.resume_from, kind="generator")
+    d_path = cfg.discriminator
+    if d_path is None and g_meta.extra.get("discriminator"):
+        sibling = g_meta.path.parent / str(g_meta.extra["discriminator"])
+        d_path = str(sibling) if sibling.is_file() else None
+    if d_path is not None:
+        d_kwargs = read_meta(d_path, kind="discriminator").config
+    else:
+        d_kwargs = build_from_config(lambda **g: discriminator_kwargs_for(g), g_meta.config, g_meta.path, "generator")
+    resolution = cfg.resolution if cfg.resolution is not None else _img_resolution(g_meta)
+    return replace(cfg, discriminator=d_path, resolution=resolution, G_kwargs=g_meta.config, D_kwargs=d_kwargs)
+
+
+def _img_resolution(meta: CheckpointMeta) -> int:
+    value = meta.config.get("img_resolution") if isinstance(meta.config, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UserError(f"{meta.path}: generator config not understood (no integer img_resolution)")
+    return value
+
+
+def network_kwargs(cfg: GanConfig, resolution: int, channels: int) -> tuple[dict, dict]:
     """Generator / Discriminator constructor kwargs (NVIDIA's names) for a new GAN."""
     synthesis = dict(
-        channel_base=opts["cbase"],
-        channel_max=opts["cmax"],
-        num_fp16_res=opts["fp16_res"],
-        conv_clamp=256 if opts["fp16_res"] else None,
+        channel_base=cfg.cbase,
+        channel_max=cfg.cmax,
+        num_fp16_res=cfg.fp16_res,
+        conv_clamp=256 if cfg.fp16_res else None,
     )
     g_kwargs = dict(
-        z_dim=opts["z_dim"],
+        z_dim=cfg.z_dim,
         c_dim=0,
-        w_dim=opts["w_dim"],
+        w_dim=cfg.w_dim,
         img_resolution=resolution,
         img_channels=channels,
-        mapping_kwargs=dict(num_layers=opts["map"]),
+        mapping_kwargs=dict(num_layers=cfg.map),
         synthesis_kwargs=synthesis,
     )
     d_kwargs = discriminator_kwargs_for(g_kwargs)
-    d_kwargs["epilogue_kwargs"] = dict(mbstd_group_size=opts["mbstd"])
+    d_kwargs["epilogue_kwargs"] = dict(mbstd_group_size=cfg.mbstd)
     return g_kwargs, d_kwargs
 
 
@@ -101,25 +256,85 @@ def discriminator_kwargs_for(g_kwargs: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-class TickBatches(Sampler[list[int]]):
-    """The real-image indices of one tick: uniform draws seeded by (seed, tick, rank), so data order
-    depends only on where training is, not on how it got there (resume-exact)."""
-
-    def __init__(self, length: int, batch: int, steps: int, seed: int):
-        self.length, self.batch, self.steps, self.seed = length, batch, steps, seed
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed)
-        for _ in range(self.steps):
-            yield torch.randint(self.length, (self.batch,), generator=generator).tolist()
-
-    def __len__(self) -> int:
-        return self.steps
+# ---------------------------------------------------------------------------------------------------
+# Phases and optimisers
 
 
-def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
-    for param in module.parameters():
-        param.requires_grad_(flag)
+@dataclass
+class Phase:
+    """One of NVIDIA's training phases: the loss it runs, the optimiser it steps and how often it runs
+    (every `interval` minibatches, with its loss multiplied by `interval`)."""
+
+    name: str
+    opt: torch.optim.Optimizer
+    interval: int = 1
+
+    def run(self, loss: StyleGAN2Loss, real_img: torch.Tensor, gen_z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Zero the gradients, backward the phase's loss times its interval with gradients on for the
+        parameters it trains only, and step its optimiser; returns what the loss logged."""
+        self.opt.zero_grad(set_to_none=True)
+        self.requires_grad(True)
+        logged = loss.accumulate_gradients(self.name, real_img, gen_z, gain=self.interval)
+        self.requires_grad(False)
+        self.opt.step()
+        return logged
+
+    def requires_grad(self, flag: bool) -> None:
+        """Turn gradients on or off for the parameters this phase trains (frozen D blocks are in no optimiser)."""
+        for group in self.opt.param_groups:
+            for param in group["params"]:
+                param.requires_grad_(flag)
+
+
+def lazy_adam(params, lr: float, interval: int | None) -> torch.optim.Adam:
+    """Adam(β₁ 0, β₂ 0.99, ε 1e-8); with a regularisation phase every `interval` minibatches, lr and betas
+    are rescaled by c = interval/(interval+1) (lr·c, β^c), as k + 1 steps stand for k minibatches."""
+    ratio = interval / (interval + 1) if interval else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0**ratio, 0.99**ratio), eps=1e-8)
+
+
+def phases_for(net: str, opt: torch.optim.Optimizer, interval: int | None) -> list[Phase]:
+    """[main, reg] with lazy regularisation every `interval` minibatches, else [both] (NVIDIA's setup)."""
+    if interval is None:
+        return [Phase(net + "both", opt)]
+    return [Phase(net + "main", opt), Phase(net + "reg", opt, interval)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers of the loop
+
+
+class LossSums:
+    """The values the phases log, summed over a tick on the device (no host sync per minibatch)."""
+
+    def __init__(self, device: torch.device):
+        self.sums = {key: torch.zeros((), device=device) for key in LOSS_KEYS}
+        self.counts = dict.fromkeys(LOSS_KEYS, 0)  # phases that logged each value
+
+    def add(self, logged: dict[str, torch.Tensor]) -> None:
+        for key, value in logged.items():
+            self.sums[key] += value
+            self.counts[key] += 1
+
+    def mean(self, key: str) -> float:
+        """The mean over the phases that logged it (0 when none did, e.g. loss_pl with --pl-weight 0)."""
+        return self.sums[key].item() / max(self.counts[key], 1)
+
+
+def _ema_beta(cfg: GanConfig, cur_nimg: int) -> float:
+    """G_ema's decay for one minibatch: half-life ema_kimg, ramped up as ema_rampup·(images shown so far)."""
+    ema_nimg = cfg.ema_kimg * 1000
+    if cfg.ema_rampup:
+        ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
+    return 0.5 ** (cfg.batch_size / max(ema_nimg, 1e-8))
+
+
+def _finite(loss_G: float, cur_nimg: int, run: RunFolder) -> float:
+    if not math.isfinite(loss_G):
+        raise UserError(
+            f"training diverged (G loss {loss_G}) at {cur_nimg / 1000:.1f} kimg; the last good checkpoint is in {run}"
+        )
+    return loss_G
 
 
 def _freeze_discriminator_blocks(D: torch.nn.Module, count: int) -> list[str]:
@@ -130,8 +345,7 @@ def _freeze_discriminator_blocks(D: torch.nn.Module, count: int) -> list[str]:
     )
     frozen = blocks[:count]
     for name in frozen:
-        for param in getattr(D, name).parameters():
-            param.requires_grad_(False)
+        getattr(D, name).requires_grad_(False)
     return frozen
 
 
@@ -143,76 +357,133 @@ def _update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None
         b_ema.copy_(b)
 
 
-def _adam(params, lr: float, interval: int | None) -> torch.optim.Adam:
-    """Adam(0, 0.99); with lazy regularisation every `interval` steps, lr and betas are rescaled."""
-    ratio = interval / (interval + 1) if interval else 1.0
-    return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
-
-
 @torch.no_grad()
 def sample_grid(G_ema: torch.nn.Module, zs: torch.Tensor, path: Path, batch: int = 32) -> Path:
     images = torch.cat([G_ema(z, None, noise_mode="const").cpu() for z in zs.split(batch)])
     return save_grid(images, path, columns=math.ceil(math.sqrt(len(images))))
 
 
-def _fid_setup(opts: dict[str, Any], dataset, rt: Runtime) -> tuple[FeatureExtractor | None, tuple | None]:
+def _fid_setup(cfg: GanConfig, dataset, rt: Runtime) -> tuple[FeatureExtractor | None, tuple | None]:
     """The FID feature extractor and the real images' feature statistics, when FID tracking is on."""
-    if not opts.get("fid_features"):
+    if cfg.fid_features is None:
         return None, None
-    if opts["fid_features"] == "inception":
-        extractor: FeatureExtractor = InceptionFeatures(opts["inception_weights"])
+    if cfg.fid_features == FidFeatures.inception:
+        extractor: FeatureExtractor = InceptionFeatures(cfg.inception_weights)
     else:
-        extractor = classifier_extractor(opts["fid_classifier"], rt.device)
-    count = min(len(dataset), opts["fid_images"])
-    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(opts["seed"]))[:count]
-    loader = DataLoader(torch.utils.data.Subset(dataset, indices.tolist()), batch_size=64, num_workers=opts["workers"])
+        extractor = classifier_extractor(cfg.fid_classifier, rt.device)
+    count = min(len(dataset), cfg.fid_images)
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))[:count]
+    loader = DataLoader(torch.utils.data.Subset(dataset, indices.tolist()), batch_size=64, num_workers=cfg.workers)
     real_stats = feature_statistics(extractor.features((images for images, _ in loader), rt.device))
     return extractor, real_stats
 
 
-def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Console, *, resume: bool) -> dict[str, Any]:
-    """Train (or fine-tune) a StyleGAN2-ADA generator as `opts` says, writing into `run`."""
-    # --- setup -----------------------------------------------------------------------------------------
-    dataset = load_dataset(
-        opts["dataset"],
-        "train",
-        root=opts["data_root"],
-        resolution=opts["resolution"],
-        skip_bad_images=opts["skip_bad_images"],
-        bbox_crop=opts["bbox_crop"],
-    )
-    resolution, channels = dataset.resolution, dataset.channels
-    if resolution < 16 or resolution & (resolution - 1):
-        raise UserError(f"--resolution {resolution}: StyleGAN2 needs a power of two >= 16")
-    batch = opts["batch_size"]
-    if batch % (rt.world_size * opts["mbstd"]) and batch // rt.world_size >= opts["mbstd"]:
-        raise UserError(
-            f"--batch-size {batch} must be a multiple of processes x --mbstd ({rt.world_size}x{opts['mbstd']})"
-        )
-    per_rank = batch // rt.world_size
-    style_mixing = opts.get("style_mixing", STYLE_MIXING)
-    pl_weight = opts.get("pl_weight", PL_WEIGHT)
-    gamma = opts["gamma"] if opts["gamma"] is not None else 0.0002 * resolution**2 / batch  # NVIDIA's auto gamma
-
-    g_kwargs, d_kwargs = opts["G_kwargs"], opts["D_kwargs"]
-    G, D = Generator(**g_kwargs), Discriminator(**d_kwargs)
-    if (G.img_resolution, G.img_channels) != (resolution, channels):
+def _networks(cfg: GanConfig, run: RunFolder, dataset, console: Console, *, resume: bool):
+    """G and D as the config says (checked against the data), with the fine-tuned weights for a new run."""
+    G = build_from_config(Generator, cfg.G_kwargs, cfg.resume_from or run.options, "generator")
+    D = build_from_config(Discriminator, cfg.D_kwargs, cfg.discriminator or run.options, "discriminator")
+    if (G.img_resolution, G.img_channels) != (dataset.resolution, dataset.channels):
         raise UserError(
             f"the generator makes {G.img_resolution} px images with {G.img_channels} channels but the "
-            f"dataset has {resolution} px, {channels} channels (set --resolution {G.img_resolution})"
+            f"dataset has {dataset.resolution} px, {dataset.channels} channels (set --resolution {G.img_resolution})"
         )
-    if opts["resume_from"] and not resume:
-        _load_pretrained(G, D, opts, console)
+    if cfg.resume_from and not resume:
+        tensors, meta = load_checkpoint(cfg.resume_from, kind="generator")
+        load_into(G, tensors, meta.path)
+        console.print(f"generator weights from {meta.path}")
+        if cfg.discriminator:
+            d_tensors, d_meta = load_checkpoint(cfg.discriminator, kind="discriminator")
+            load_into(D, d_tensors, d_meta.path)
+            console.print(f"discriminator weights from {d_meta.path}")
+        else:
+            console.print("no discriminator comes with this generator: D starts from scratch")
+    return G, D
+
+
+def _check_batch(cfg: GanConfig, rt: Runtime, resolution: int) -> int:
+    """The per-process batch, after checking the resolution and the batch's split into processes and groups."""
+    if resolution < 16 or resolution & (resolution - 1):
+        raise UserError(f"--resolution {resolution}: StyleGAN2 needs a power of two >= 16")
+    batch = cfg.batch_size
+    if batch % (rt.world_size * cfg.mbstd) and batch // rt.world_size >= cfg.mbstd:
+        raise UserError(f"--batch-size {batch} must be a multiple of processes x --mbstd ({rt.world_size}x{cfg.mbstd})")
+    return batch // rt.world_size
+
+
+def _save_tick(run: RunFolder, cfg: GanConfig, G_ema, D, state: dict, facts: dict, snapshot: bool, grid_z) -> None:
+    """The tick's checkpoints: D, the EMA generator, the resume state and, at a snapshot, a sample grid."""
+    cur_nimg = state["cur_nimg"]
+    save_checkpoint(
+        run.path / "latest.D.safetensors",
+        D.state_dict(),
+        kind="discriminator",
+        config=cfg.D_kwargs,
+        dataset=facts,
+        step=cur_nimg,
+        extra={"augment_p": float(state["augment_p"])},
+    )
+    meta = dict(
+        kind="generator",
+        config=cfg.G_kwargs,
+        dataset=facts,
+        step=cur_nimg,
+        extra={"kimg": cur_nimg / 1000, "discriminator": "latest.D.safetensors"},
+    )
+    save_checkpoint(run.latest, G_ema.state_dict(), **meta)
+    save_state(run.state, state, step=cur_nimg)
+    if snapshot:
+        kimg_tag = f"{cur_nimg // 1000:06d}"
+        sample_grid(G_ema, grid_z, run.path / f"fakes{kimg_tag}.png")
+        if cfg.keep_snapshots:
+            save_checkpoint(run.path / f"network-snapshot-{kimg_tag}.safetensors", G_ema.state_dict(), **meta)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, resume: bool) -> dict[str, Any]:
+    """Train (or fine-tune) a StyleGAN2-ADA generator as `cfg` says, writing into `run`."""
+    # --- setup -----------------------------------------------------------------------------------------
+    dataset = load_dataset(
+        cfg.dataset,
+        "train",
+        root=cfg.data_root,
+        resolution=cfg.resolution,
+        skip_bad_images=cfg.skip_bad_images,
+        bbox_crop=cfg.bbox_crop,
+    )
+    per_rank, batch = _check_batch(cfg, rt, dataset.resolution), cfg.batch_size
+    gamma = cfg.gamma if cfg.gamma is not None else 0.0002 * dataset.resolution**2 / batch  # NVIDIA's auto gamma
+    G, D = _networks(cfg, run, dataset, console, resume=resume)
     G_ema = copy.deepcopy(G).eval()
-    augment = AugmentPipe(**BGC)
-    ada = AdaController(target=opts["target"], ada_kimg=opts["ada_kimg"], batch_size=batch, interval=ADA_INTERVAL)
-    augment.p.fill_(opts["p"] if opts["aug"] == "fixed" else 0.0)
-    frozen = _freeze_discriminator_blocks(D, opts["freeze_d"]) if opts["freeze_d"] else []
+    augment = AugmentPipe(**AUGMENT_PRESETS["bgc"])
+    augment.p.fill_(cfg.p if cfg.aug == Augment.fixed else 0.0)
+    ada = AdaController(target=cfg.target, ada_kimg=cfg.ada_kimg, batch_size=batch, interval=ADA_INTERVAL)
+    frozen = _freeze_discriminator_blocks(D, cfg.freeze_d)
     for module in (G, D, G_ema, augment):
         module.to(rt.device)
-    opt_G = _adam(G.parameters(), opts["glr"], G_REG_INTERVAL if pl_weight > 0 else None)
-    opt_D = _adam([p for p in D.parameters() if p.requires_grad], opts["dlr"], D_REG_INTERVAL)
-    pl_mean = torch.zeros((), device=rt.device)
+    g_interval = G_REG_INTERVAL if cfg.pl_weight > 0 else None  # no path-length phase: no rescaled Adam
+    opt_G = lazy_adam(G.parameters(), cfg.glr, g_interval)
+    opt_D = lazy_adam([p for p in D.parameters() if p.requires_grad], cfg.dlr, D_REG_INTERVAL)
+    phases = phases_for("G", opt_G, g_interval) + phases_for("D", opt_D, D_REG_INTERVAL)
+    # DDP wraps what trains (NVIDIA: mapping, synthesis and D apart), then each phase turns on its own gradients.
+    ddp = (lambda m: DistributedDataParallel(m, broadcast_buffers=False)) if rt.distributed else (lambda m: m)
+    loss = StyleGAN2Loss(
+        ddp(G.mapping),
+        ddp(G.synthesis),
+        ddp(D),
+        augment,
+        style_mixing_prob=cfg.style_mixing,
+        r1_gamma=gamma,
+        pl_batch_shrink=PL_BATCH_SHRINK,
+        pl_decay=PL_DECAY,
+        pl_weight=cfg.pl_weight,
+        autocast=rt.autocast,
+        device=rt.device,
+    )
+    G.requires_grad_(False)
+    D.requires_grad_(False)
     cur_nimg, tick = 0, 0
     if resume:
         state = load_state(run.state, device=rt.device)
@@ -223,129 +494,65 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
         opt_D.load_state_dict(state["opt_D"])
         augment.p.copy_(state["augment_p"])
         ada.load_state_dict(state["ada"])
-        pl_mean.copy_(state["pl_mean"])
+        loss.pl_mean.copy_(state["pl_mean"])
         cur_nimg, tick = state["cur_nimg"], state["tick"]
         if rt.is_main:
             run.truncate_metrics("tick", tick)
         console.print(f"resuming {run} at {cur_nimg / 1000:.1f} kimg (tick {tick})")
-    fid_extractor, real_stats = _fid_setup(opts, dataset, rt) if rt.is_main else (None, None)
-    G_ddp = DistributedDataParallel(G, broadcast_buffers=False) if rt.distributed else G
-    D_ddp = DistributedDataParallel(D, broadcast_buffers=False) if rt.distributed else D
-    grid_z = torch.randn(opts["grid_size"], G.z_dim, generator=torch.Generator().manual_seed(opts["seed"]))
+    fid_extractor, real_stats = _fid_setup(cfg, dataset, rt) if rt.is_main else (None, None)
+    grid_z = torch.randn(cfg.grid_size, G.z_dim, generator=torch.Generator().manual_seed(cfg.seed))
     dataset_facts = dataset.facts()
-    total_nimg = int(opts["kimg"] * 1000)
-    steps_per_tick = max(1, int(opts["tick_kimg"] * 1000) // batch)
+    total_nimg = int(cfg.kimg * 1000)
+    steps_per_tick = max(1, int(cfg.tick_kimg * 1000) // batch)
     console.print(
-        f"StyleGAN2 {resolution}px ({sum(p.numel() for p in G.parameters()) / 1e6:.2f}M G, "
-        f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f}M D) on {opts['dataset']} "
-        f"({len(dataset)} images), batch {batch}, R1 gamma {gamma:.4g}, aug {opts['aug']}"
+        f"StyleGAN2 {dataset.resolution}px ({sum(p.numel() for p in G.parameters()) / 1e6:.2f}M G, "
+        f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f}M D) on {cfg.dataset} "
+        f"({len(dataset)} images), batch {batch}, R1 gamma {gamma:.4g}, aug {cfg.aug}, "
+        f"phases {', '.join(phase.name for phase in phases)}"
         + (f", frozen D blocks {', '.join(frozen)}" if frozen else "")
     )
 
-    def run_G(z: torch.Tensor, ddp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and the W+ codes that made them, with style mixing."""
-        net = G_ddp if ddp else G
-        mapping, synthesis = unwrap(net).mapping, unwrap(net).synthesis
-        ws = mapping(z, None)
-        if style_mixing > 0:
-            cutoff = torch.randint(1, ws.shape[1], (), device=ws.device)
-            mix = torch.rand((), device=ws.device) < style_mixing
-            cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, ws.shape[1]))
-            mixed = mapping(torch.randn_like(z), None, skip_w_avg_update=True)
-            ws = torch.where(torch.arange(ws.shape[1], device=ws.device)[None, :, None] < cutoff, ws, mixed)
-        return synthesis(ws), ws
-
     # --- loop ------------------------------------------------------------------------------------------
     t_start = time.perf_counter()
-    last: dict[str, float] = {}
+    last: dict[str, Any] = {}
     while cur_nimg < total_nimg:
-        seed_everything(seed_for(opts["seed"], tick, rt.rank))
-        sampler = TickBatches(len(dataset), per_rank, steps_per_tick, seed_for(opts["seed"], tick, rt.rank, 1))
+        seed_everything(seed_for(cfg.seed, tick, rt.rank))
+        sampler = TickBatches(len(dataset), per_rank, steps_per_tick, seed_for(cfg.seed, tick, rt.rank, 1))
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
-            num_workers=opts["workers"],
+            num_workers=cfg.workers,
             pin_memory=rt.device.type == "cuda",
             worker_init_fn=seed_worker,
         )
-        sums = torch.zeros(6, device=rt.device)  # G loss, PL, D loss fake, D loss real, R1, count
+        sums = LossSums(rt.device)
         t_tick = time.perf_counter()
         with Progress(console, steps_per_tick, f"tick {tick + 1} ({cur_nimg / 1000:.1f} kimg)") as progress:
             for step, (reals, _) in enumerate(loader):
                 batch_idx = cur_nimg // batch
                 reals = reals.to(rt.device, non_blocking=True)
-                if opts["mirror"]:
+                if cfg.mirror:
                     flip = torch.rand(reals.shape[0], 1, 1, 1, device=rt.device) < 0.5
                     reals = torch.where(flip, reals.flip(3), reals)
-                z = torch.randn(per_rank, G.z_dim, device=rt.device)
+                all_gen_z = torch.randn(len(phases), per_rank, G.z_dim, device=rt.device)
 
-                # Gmain: make D call fakes real.
-                _set_requires_grad(G, True)
-                _set_requires_grad(D, False)
-                opt_G.zero_grad(set_to_none=True)
-                with rt.autocast():
-                    fakes, _ = run_G(z)
-                    loss_G = F.softplus(-D_ddp(augment(fakes), None)).mean()
-                loss_G.backward()
-                sums[0] += loss_G.detach()
-                # Greg: path-length regularisation (lazy: weighted by the interval).
-                if pl_weight > 0 and batch_idx % G_REG_INTERVAL == 0:
-                    pl_batch = max(1, per_rank // PL_BATCH_SHRINK)
-                    fakes, ws = run_G(z[:pl_batch])
-                    noise = torch.randn_like(fakes) / math.sqrt(fakes.shape[2] * fakes.shape[3])
-                    (pl_grads,) = torch.autograd.grad((fakes * noise).sum(), ws, create_graph=True)
-                    pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
-                    pl_mean.copy_(pl_mean.lerp(pl_lengths.mean().detach(), PL_DECAY))
-                    pl_penalty = (pl_lengths - pl_mean).square()
-                    (fakes[:, 0, 0, 0] * 0 + pl_penalty * pl_weight).mean().mul(G_REG_INTERVAL).backward()
-                    sums[1] += pl_penalty.mean().detach()
-                opt_G.step()
-
-                # Dmain: tell augmented reals from augmented fakes.
-                _set_requires_grad(G, False)
-                for param in D.parameters():
-                    param.requires_grad_(True)
-                for name in frozen:
-                    _set_requires_grad(getattr(D, name), False)
-                opt_D.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    fakes, _ = run_G(z, ddp=False)
-                with rt.autocast():
-                    fake_logits = D_ddp(augment(fakes), None)
-                    real_logits = D_ddp(augment(reals), None)
-                    loss_D_fake = F.softplus(fake_logits).mean()
-                    loss_D_real = F.softplus(-real_logits).mean()
-                (loss_D_fake + loss_D_real).backward()
-                ada.accumulate(real_logits.detach())
-                sums[2] += loss_D_fake.detach()
-                sums[3] += loss_D_real.detach()
-                # Dreg: R1 on the reals, through the augmentation (needs its double backward).
-                if batch_idx % D_REG_INTERVAL == 0:
-                    reals_r1 = reals.detach().requires_grad_(True)
-                    r1_logits = D_ddp(augment(reals_r1), None)
-                    (r1_grads,) = torch.autograd.grad(r1_logits.sum(), reals_r1, create_graph=True)
-                    r1_penalty = r1_grads.square().sum([1, 2, 3])
-                    (r1_logits * 0 + r1_penalty * (gamma / 2)).mean().mul(D_REG_INTERVAL).backward()
-                    sums[4] += r1_penalty.mean().detach()
-                opt_D.step()
+                # The phases: Gmain, Greg, Dmain, Dreg (or Gboth), each with its own optimiser step.
+                for phase, gen_z in zip(phases, all_gen_z, strict=True):
+                    if batch_idx % phase.interval != 0:
+                        continue
+                    logged = phase.run(loss, reals, gen_z)
+                    if "real_logits" in logged:
+                        ada.accumulate(logged.pop("real_logits"))
+                    sums.add(logged)
 
                 # EMA generator, with its half-life ramped up over the first images.
                 cur_nimg += batch
-                ema_nimg = opts["ema_kimg"] * 1000
-                if opts["ema_rampup"]:
-                    ema_nimg = min(ema_nimg, cur_nimg * opts["ema_rampup"])
-                _update_ema(G_ema, G, 0.5 ** (batch / max(ema_nimg, 1e-8)))
+                _update_ema(G_ema, G, _ema_beta(cfg, cur_nimg))
                 # ADA: nudge p toward the target overfitting heuristic r_t.
-                if opts["aug"] == "ada" and (batch_idx + 1) % ADA_INTERVAL == 0:
+                if cfg.aug == Augment.ada and (batch_idx + 1) % ADA_INTERVAL == 0:
                     augment.p.copy_(ada.update(augment.p, reduce=lambda t: all_reduce_sum(t, rt)))
-                sums[5] += 1
                 if step % 10 == 9 or step == steps_per_tick - 1:
-                    loss_now = (sums[0] / sums[5]).item()
-                    if not math.isfinite(loss_now):
-                        raise UserError(
-                            f"training diverged (G loss {loss_now}) at {cur_nimg / 1000:.1f} kimg; "
-                            f"the last good checkpoint is in {run}"
-                        )
+                    loss_now = _finite(sums.mean("loss_G"), cur_nimg, run)
                     progress.advance(step + 1 - progress.done, G=loss_now, p=float(augment.p))
                 if cur_nimg >= total_nimg:
                     break
@@ -353,70 +560,37 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
         # --- tick: log, checkpoint, grid ---------------------------------------------------------------
         tick += 1
         seconds = time.perf_counter() - t_tick
-        n = max(sums[5].item(), 1.0)
-        g_steps = math.ceil(n / G_REG_INTERVAL)
-        d_steps = math.ceil(n / D_REG_INTERVAL)
+        shown = sums.counts["loss_G"] * batch  # images shown this tick (one Gmain or Gboth per minibatch)
         last = {
             "tick": tick,
             "kimg": cur_nimg / 1000,
-            "loss_G": sums[0].item() / n,
-            "loss_pl": sums[1].item() / g_steps,
-            "loss_D_fake": sums[2].item() / n,
-            "loss_D_real": sums[3].item() / n,
-            "loss_r1": sums[4].item() / d_steps,
+            **{key: sums.mean(key) for key in LOSS_KEYS},
             "p": float(augment.p),
             "r_t": ada.last_rt,
-            "pl_mean": pl_mean.item(),
-            "sec_per_kimg": seconds / max(n * batch / 1000, 1e-9),
-            "kimg_per_sec": n * batch / 1000 / seconds,
+            "pl_mean": loss.pl_mean.item(),
+            "sec_per_kimg": seconds / max(shown / 1000, 1e-9),
+            "kimg_per_sec": shown / 1000 / seconds,
         }
         done = cur_nimg >= total_nimg
-        snapshot = tick % opts["snap"] == 0 or done
+        snapshot = tick % cfg.snap == 0 or done
         if snapshot and fid_extractor is not None:  # only rank 0 has an extractor
-            last["fid"] = generator_fid(
-                G_ema, fid_extractor, real_stats, opts["fid_images"], opts["seed"], device=rt.device
-            )
+            last["fid"] = generator_fid(G_ema, fid_extractor, real_stats, cfg.fid_images, cfg.seed, device=rt.device)
             last["fid_features"] = fid_extractor.label
         if rt.is_main:
             run.log(last)
-            meta = dict(
-                kind="generator",
-                config=g_kwargs,
-                dataset=dataset_facts,
-                step=cur_nimg,
-                extra={"kimg": cur_nimg / 1000, "discriminator": "latest.D.safetensors"},
-            )
-            save_checkpoint(
-                run.path / "latest.D.safetensors",
-                D.state_dict(),
-                kind="discriminator",
-                config=d_kwargs,
-                dataset=dataset_facts,
-                step=cur_nimg,
-                extra={"augment_p": float(augment.p)},
-            )
-            save_checkpoint(run.latest, G_ema.state_dict(), **meta)
-            save_state(
-                run.state,
-                {
-                    "G": G.state_dict(),
-                    "D": D.state_dict(),
-                    "G_ema": G_ema.state_dict(),
-                    "opt_G": opt_G.state_dict(),
-                    "opt_D": opt_D.state_dict(),
-                    "augment_p": augment.p,
-                    "ada": ada.state_dict(),
-                    "pl_mean": pl_mean,
-                    "cur_nimg": cur_nimg,
-                    "tick": tick,
-                },
-                step=cur_nimg,
-            )
-            if snapshot:
-                kimg_tag = f"{cur_nimg // 1000:06d}"
-                sample_grid(G_ema, grid_z.to(rt.device), run.path / f"fakes{kimg_tag}.png")
-                if opts["keep_snapshots"]:
-                    save_checkpoint(run.path / f"network-snapshot-{kimg_tag}.safetensors", G_ema.state_dict(), **meta)
+            state = {
+                "G": G.state_dict(),
+                "D": D.state_dict(),
+                "G_ema": G_ema.state_dict(),
+                "opt_G": opt_G.state_dict(),
+                "opt_D": opt_D.state_dict(),
+                "augment_p": augment.p,
+                "ada": ada.state_dict(),
+                "pl_mean": loss.pl_mean,
+                "cur_nimg": cur_nimg,
+                "tick": tick,
+            }
+            _save_tick(run, cfg, G_ema, D, state, dataset_facts, snapshot, grid_z.to(rt.device))
         console.print(
             f"tick {tick}  kimg {cur_nimg / 1000:.1f}  "
             + format_metrics({k: v for k, v in last.items() if k not in ("tick", "kimg")})
@@ -429,16 +603,3 @@ def train_gan(opts: dict[str, Any], run: RunFolder, rt: Runtime, console: Consol
         "seconds": time.perf_counter() - t_start,
         "last": last,
     }
-
-
-def _load_pretrained(G: torch.nn.Module, D: torch.nn.Module, opts: dict[str, Any], console: Console) -> None:
-    """Start from an imported or earlier generator (and its discriminator, when there is one)."""
-    tensors, meta = load_checkpoint(opts["resume_from"], kind="generator")
-    load_into(G, tensors, meta.path)
-    console.print(f"generator weights from {meta.path}")
-    if opts["discriminator"]:
-        d_tensors, d_meta = load_checkpoint(opts["discriminator"], kind="discriminator")
-        load_into(D, d_tensors, d_meta.path)
-        console.print(f"discriminator weights from {d_meta.path}")
-    else:
-        console.print("no discriminator comes with this generator: D starts from scratch")
