@@ -4,9 +4,9 @@
 
 NVIDIA's code is not part of this project: clone it yourself and point --nvidia-repo at the clone. On the
 CPU it runs its reference (non-CUDA) ops; on a GPU it compiles its custom CUDA ops when it can (needs nvcc
-and ninja), which is the comparison DESIGN.md's "within 1.2x" target is about. Timings alternate between
-the two implementations so machine load hits both alike; the output also prints the largest difference
-between the two generators' images, which must stay below 1e-3.
+and ninja), which is the comparison the "within 1.2x of NVIDIA's training speed" target is about. Timings
+alternate between the two implementations so machine load hits both alike; the output also prints the largest
+difference between the two generators' images, which must stay below 1e-3.
 
 Phases timed (median of --reps): G inference (fused modulated conv), a G training step (forward +
 backward through the non-fused form), and a D step with R1 (forward, gradient w.r.t. the images with

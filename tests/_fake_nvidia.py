@@ -29,7 +29,7 @@ class EasyDict(dict):
     """Pickled as dnnlib.util.EasyDict once `fake_modules()` is active."""
 
 
-def _reconstruct_persistent_obj(meta):  # only pickled by reference, never called
+def _reconstruct_persistent_obj(_meta):  # only pickled by reference, never called
     raise AssertionError("the reader must not call the real persistence hook")
 
 

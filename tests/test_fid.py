@@ -76,8 +76,8 @@ def test_inception_weights_missing_say_which_file_where(tmp_path, monkeypatch):
 def test_inception_features_from_a_local_file_without_download(tmp_path, monkeypatch):
     # A randomly initialised FID Inception, saved under the official name, stands in for the real weights.
     with (
-        mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: {}),
-        mock.patch.object(torch.nn.Module, "load_state_dict", lambda *a, **k: None),
+        mock.patch.object(inception, "load_state_dict_from_url", lambda *_args, **_kwargs: {}),
+        mock.patch.object(torch.nn.Module, "load_state_dict", lambda *_args, **_kwargs: None),
     ):
         random_net = inception.fid_inception_v3()
     hub = tmp_path / "hub" / "checkpoints"

@@ -87,7 +87,7 @@ def test_pytorch_pickle_comes_back_exactly(tmp_path, marker, protocol):
 def test_tensors_from_cuda_storages_land_on_cpu(tmp_path, monkeypatch):
     """Storages record their device; one saved from a GPU must still load here, on the CPU."""
     G = tiny_generator(ADA_G_KWARGS)
-    monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+    monkeypatch.setattr(torch.serialization, "location_tag", lambda _storage: "cuda:0")
     path = dump({"G": G, "G_ema": G, "D": tiny_discriminator(D_KWARGS)}, tmp_path / "cuda.pkl")
     monkeypatch.undo()
     assert b"cuda:0" in path.read_bytes()

@@ -73,7 +73,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def seed_worker(worker_id: int) -> None:
+def seed_worker(_worker_id: int) -> None:
     """DataLoader `worker_init_fn`: derive numpy/python seeds from the worker's torch seed."""
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)

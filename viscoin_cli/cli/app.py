@@ -29,7 +29,7 @@ class _Group(TyperGroup):
     """
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
-        return sorted(self.commands)
+        return sorted(super().list_commands(ctx))
 
     def format_help(self, ctx: typer.Context, formatter) -> None:
         self.format_usage(ctx, formatter)

@@ -59,7 +59,8 @@ def load_dataset(
     if not root.is_dir():
         raise UserError(f"dataset root {root} does not exist (or is not a folder)")
     layout = {"cub": cub, "cars": cars, "celebahq": celebahq, "folder": folder}[name]
-    listing = layout.list_split(root, split, bbox_crop=bbox_crop)
+    box_options = {"bbox_crop": bbox_crop} if name in BOX_DATASETS else {}  # only box layouts take bbox_crop
+    listing = layout.list_split(root, split, **box_options)
     return ImageFileDataset(
         name=name,
         split=split,

@@ -64,7 +64,7 @@ def _stratified_test(labels: list[int]) -> list[bool]:
     return [i in chosen for i in indices]
 
 
-def list_split(root: Path, split: str, bbox_crop: bool = False) -> Listing:
+def list_split(root: Path, split: str) -> Listing:
     names, labels = _read_attributes(root / ATTRIBUTES)
     image_dir = require_folder(root / IMAGES, LAYOUT)
     in_test = _official_test(root / MAPPING, names) if (root / MAPPING).is_file() else _stratified_test(labels)

@@ -35,7 +35,7 @@ def _images(folder: Path, suffixes: set[str]) -> list[Path]:
     ]
 
 
-def list_split(root: Path, split: str, bbox_crop: bool = False) -> Listing:
+def list_split(root: Path, split: str) -> Listing:
     class_names = _classes(root / "train")
     if not class_names:
         raise UserError(f"{root / 'train'} has no class sub-folders: expected train/<class>/<image files>")

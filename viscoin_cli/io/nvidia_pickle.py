@@ -82,7 +82,7 @@ class _PlainModule:
 
     class_name = "Module"
 
-    def __new__(cls, *args: Any) -> _PlainModule:
+    def __new__(cls, *_args: Any) -> _PlainModule:
         obj = super().__new__(cls)
         obj.state = {}
         return obj
@@ -104,7 +104,7 @@ class _EasyDict(dict):
 class _TFNetwork:
     """`dnnlib.tflib.network.Network`: keeps the pickled state; `build_module_src` is never looked at."""
 
-    def __new__(cls, *args: Any) -> _TFNetwork:
+    def __new__(cls, *_args: Any) -> _TFNetwork:
         obj = super().__new__(cls)
         obj.state = {}
         return obj
@@ -152,14 +152,14 @@ class _NdarrayMark:
     """Stands for `numpy.ndarray` where a pickle passes the class as an argument; it cannot be called."""
 
 
-def _np_dtype(spec: Any, *args: Any) -> np.dtype:
+def _np_dtype(spec: Any, *_flags: Any) -> np.dtype:
     dtype = np.dtype(spec)
     if dtype.hasobject:
         raise _Refused("a numpy array of Python objects")
     return dtype
 
 
-def _np_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
+def _np_reconstruct(subtype: Any, _shape: Any, _typecode: Any) -> np.ndarray:
     if subtype is not _NdarrayMark:
         raise _Refused("a numpy array of another class")
     return np.ndarray.__new__(np.ndarray, (0,), np.int8)  # BUILD then fills it via ndarray.__setstate__
@@ -218,7 +218,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise _Refused(f"the pickle asks for {module}.{name}, which is not part of a network checkpoint") from None
 
-    def persistent_load(self, pid: Any) -> Any:
+    def persistent_load(self, _pid: Any) -> Any:
         raise _Refused("the pickle uses persistent ids, which NVIDIA network pickles never do")
 
 

@@ -80,7 +80,7 @@ class InceptionFeatures(FeatureExtractor):
         except Exception as err:
             raise UserError(f"{path}: not a readable weights file ({type(err).__name__})") from None
         # pytorch-fid fetches its weights by URL; hand it the local file instead so nothing is downloaded.
-        with mock.patch.object(inception, "load_state_dict_from_url", lambda *args, **kwargs: state):
+        with mock.patch.object(inception, "load_state_dict_from_url", lambda *_args, **_kwargs: state):
             try:
                 self.net = inception.InceptionV3([3], resize_input=True, normalize_input=False)
             except RuntimeError as err:

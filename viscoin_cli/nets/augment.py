@@ -215,6 +215,27 @@ class AugmentParams:
     keep_mask: torch.Tensor | None  # [N, 1, H, W] cutout: 0 inside the rectangle, 1 elsewhere
 
 
+@dataclass
+class _Draws:
+    """The random draws of one `sample_params` call: one batch size, device and generator for all of them."""
+
+    batch: int
+    device: torch.device
+    generator: torch.Generator | None
+
+    def uniform(self, *size: int) -> torch.Tensor:
+        return torch.rand(size, device=self.device, dtype=torch.float32, generator=self.generator)
+
+    def normal(self, *size: int) -> torch.Tensor:
+        return torch.randn(size, device=self.device, dtype=torch.float32, generator=self.generator)
+
+    def gate(self, value: torch.Tensor, probability: torch.Tensor, neutral: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """`value` where a sample is chosen (with `probability`, drawn after `value`), `neutral` elsewhere."""
+        chosen = self.uniform(self.batch) < probability  # [N]
+        chosen_b = chosen.view(-1, *([1] * (value.ndim - 1)))
+        return torch.where(chosen_b, value, torch.full_like(value, neutral)), chosen
+
+
 class AugmentPipe(torch.nn.Module):
     """NVIDIA's augmentation pipeline. Each keyword is a probability multiplier (0 disables the transform;
     'bgc' sets the twelve blit/geometry/color ones to 1) or the spread of a transform's parameter.
@@ -280,21 +301,43 @@ class AugmentPipe(torch.nn.Module):
         batch, channels, height, width = (int(s) for s in shape)
         device = torch.device(device) if device is not None else self.p.device
         self._check_channels(channels)
+        draw = _Draws(batch, device, generator)
         p = self.p.to(device=device, dtype=torch.float32)
+        # The stages draw in this order (NVIDIA's): geometry, color, filter, noise, cutout.
+        inverse, geometry_used = self._sample_geometry(draw, p, height, width)
+        color, color_used = self._sample_color(draw, p, channels)
+        band_gains, filter_used = self._sample_filter(draw, p)
+        noise, noise_used = self._sample_noise(draw, p, channels, height, width)
+        keep_mask, cutout_used = self._sample_cutout(draw, p, height, width)
 
-        def uniform(*size: int) -> torch.Tensor:
-            return torch.rand(size, device=device, dtype=torch.float32, generator=generator)
+        stages = (geometry_used, color_used, filter_used, noise_used, cutout_used)
+        if not any(stages):  # every strength is 0: nothing to draw, nothing to sync
+            return AugmentParams(None, (0, 0, 0, 0), None, None, None, None)
 
-        def normal(*size: int) -> torch.Tensor:
-            return torch.randn(size, device=device, dtype=torch.float32, generator=generator)
+        # One host sync: which stages any sample uses, and the padding the geometry needs.
+        def any_of(used: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack([u.any() for u in used]).any().float() if used else torch.zeros((), device=device)
 
-        def gate(value: torch.Tensor, probability: torch.Tensor, neutral: float) -> tuple[torch.Tensor, torch.Tensor]:
-            chosen = uniform(batch) < probability  # [N]
-            chosen_b = chosen.view(-1, *([1] * (value.ndim - 1)))
-            return torch.where(chosen_b, value, torch.full_like(value, neutral)), chosen
+        flags = [any_of(used) for used in stages]
+        margin = _geometry_margin(inverse, height, width, self.Hz_geom.numel()) if geometry_used else torch.zeros(4)
+        summary = torch.cat([torch.stack(flags), margin.to(device)]).tolist()
+        uses = [flag > 0 for flag in summary[:5]]
+        padding = tuple(int(m) for m in summary[5:])
+        return AugmentParams(
+            geometry=inverse if uses[0] else None,
+            padding=padding,  # type: ignore[arg-type]
+            color=color if uses[1] else None,
+            band_gains=band_gains if uses[2] else None,
+            noise=noise if uses[3] else None,
+            keep_mask=keep_mask if uses[4] else None,
+        )
 
-        # Pixel blitting and general geometry, composed right to left into one inverse matrix.
-        inverse = torch.eye(3, device=device).expand(batch, 3, 3)
+    def _sample_geometry(
+        self, draw: _Draws, p: torch.Tensor, height: int, width: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Pixel blitting and general geometry, composed right to left into one inverse matrix [N, 3, 3]."""
+        batch, uniform, normal, gate = draw.batch, draw.uniform, draw.normal, draw.gate
+        inverse = torch.eye(3, device=draw.device).expand(batch, 3, 3)
         geometry_used = []
         if self.xflip > 0:
             flip, used = gate(torch.floor(uniform(batch) * 2), self.xflip * p, 0)
@@ -331,8 +374,11 @@ class AugmentPipe(torch.nn.Module):
             shift, used = gate(normal(batch, 2) * self.xfrac_std, self.xfrac * p, 0)  # [N, 2]
             inverse = inverse @ translate2d(-shift[:, 0] * width, -shift[:, 1] * height)
             geometry_used.append(used)
+        return inverse, geometry_used
 
-        # Color, composed left to right (each new transform acts after the previous ones).
+    def _sample_color(self, draw: _Draws, p: torch.Tensor, channels: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Color, composed left to right (each new transform acts after the previous ones) into [N, 4, 4]."""
+        batch, device, uniform, normal, gate = draw.batch, draw.device, draw.uniform, draw.normal, draw.gate
         color = torch.eye(4, device=device).expand(batch, 4, 4)
         color_used = []
         luma = torch.tensor(_LUMA_AXIS, device=device)
@@ -359,61 +405,53 @@ class AugmentPipe(torch.nn.Module):
             chroma_scale = luma_projection + (torch.eye(4, device=device) - luma_projection) * s.view(-1, 1, 1)
             color = chroma_scale @ color
             color_used.append(used)
+        return color, color_used
 
-        # Image-space filtering: each band amplified by 2^N(0, std) with probability, power kept constant.
+    def _sample_filter(self, draw: _Draws, p: torch.Tensor) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """Image-space filtering: each band amplified by 2^N(0, std) with probability, power kept constant."""
         band_gains, filter_used = None, []
         if self.imgfilter > 0:
+            batch, device = draw.batch, draw.device
             bands = self.Hz_fbank.shape[0]
             if len(self.imgfilter_bands) != bands:
                 raise ValueError(f"imgfilter_bands needs {bands} entries, got {len(self.imgfilter_bands)}")
             power = torch.tensor(_BAND_POWER, device=device)
             band_gains = torch.ones(batch, bands, device=device)
             for band, band_strength in enumerate(self.imgfilter_bands):
-                gain, used = gate(torch.exp2(normal(batch) * self.imgfilter_std), self.imgfilter * p * band_strength, 1)
+                strength = self.imgfilter * p * band_strength
+                gain, used = draw.gate(torch.exp2(draw.normal(batch) * self.imgfilter_std), strength, 1)
                 gains = torch.ones(batch, bands, device=device)
                 gains[:, band] = gain
                 gains = gains / (power * gains.square()).sum(dim=1, keepdim=True).sqrt()  # unit expected power
                 band_gains = band_gains * gains
                 filter_used.append(used)
+        return band_gains, filter_used
 
-        noise, noise_used = None, []
-        if self.noise > 0:
-            sigma, used = gate(normal(batch).abs() * self.noise_std, self.noise * p, 0)
-            noise = normal(batch, channels, height, width) * sigma.view(-1, 1, 1, 1)
-            noise_used.append(used)
+    def _sample_noise(
+        self, draw: _Draws, p: torch.Tensor, channels: int, height: int, width: int
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """Additive noise [N, C, H, W] whose std is itself drawn per sample."""
+        if not self.noise > 0:
+            return None, []
+        sigma, used = draw.gate(draw.normal(draw.batch).abs() * self.noise_std, self.noise * p, 0)
+        noise = draw.normal(draw.batch, channels, height, width) * sigma.view(-1, 1, 1, 1)
+        return noise, [used]
 
-        keep_mask, cutout_used = None, []
-        if self.cutout > 0:
-            size, used = gate(torch.full((batch,), self.cutout_size, device=device), self.cutout * p, 0)
-            center = uniform(batch, 2)  # [N, (x, y)], fraction of the image size
-            pixel_x = (torch.arange(width, device=device) + 0.5) / width  # pixel centres, [W]
-            pixel_y = (torch.arange(height, device=device) + 0.5) / height
-            outside_x = (pixel_x.view(1, 1, -1) - center[:, 0:1, None]).abs() >= size.view(-1, 1, 1) / 2
-            outside_y = (pixel_y.view(1, -1, 1) - center[:, 1:2, None]).abs() >= size.view(-1, 1, 1) / 2
-            keep_mask = (outside_x | outside_y).to(torch.float32).unsqueeze(1)  # [N, 1, H, W]
-            cutout_used.append(used)
-
-        stages = (geometry_used, color_used, filter_used, noise_used, cutout_used)
-        if not any(stages):  # every strength is 0: nothing to draw, nothing to sync
-            return AugmentParams(None, (0, 0, 0, 0), None, None, None, None)
-
-        # One host sync: which stages any sample uses, and the padding the geometry needs.
-        def any_of(used: list[torch.Tensor]) -> torch.Tensor:
-            return torch.stack([u.any() for u in used]).any().float() if used else torch.zeros((), device=device)
-
-        flags = [any_of(used) for used in stages]
-        margin = _geometry_margin(inverse, height, width, self.Hz_geom.numel()) if geometry_used else torch.zeros(4)
-        summary = torch.cat([torch.stack(flags), margin.to(device)]).tolist()
-        uses = [flag > 0 for flag in summary[:5]]
-        padding = tuple(int(m) for m in summary[5:])
-        return AugmentParams(
-            geometry=inverse if uses[0] else None,
-            padding=padding,  # type: ignore[arg-type]
-            color=color if uses[1] else None,
-            band_gains=band_gains if uses[2] else None,
-            noise=noise if uses[3] else None,
-            keep_mask=keep_mask if uses[4] else None,
-        )
+    def _sample_cutout(
+        self, draw: _Draws, p: torch.Tensor, height: int, width: int
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """Cutout: a keep mask [N, 1, H, W], 0 inside a rectangle of `cutout_size` at a random centre."""
+        if not self.cutout > 0:
+            return None, []
+        batch, device = draw.batch, draw.device
+        size, used = draw.gate(torch.full((batch,), self.cutout_size, device=device), self.cutout * p, 0)
+        center = draw.uniform(batch, 2)  # [N, (x, y)], fraction of the image size
+        pixel_x = (torch.arange(width, device=device) + 0.5) / width  # pixel centres, [W]
+        pixel_y = (torch.arange(height, device=device) + 0.5) / height
+        outside_x = (pixel_x.view(1, 1, -1) - center[:, 0:1, None]).abs() >= size.view(-1, 1, 1) / 2
+        outside_y = (pixel_y.view(1, -1, 1) - center[:, 1:2, None]).abs() >= size.view(-1, 1, 1) / 2
+        keep_mask = (outside_x | outside_y).to(torch.float32).unsqueeze(1)  # [N, 1, H, W]
+        return keep_mask, [used]
 
     # --- deterministic execution ------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""VisCoIN's trainable parts (METHOD.md, "Architecture"): Ψ (concept extractor), Θ (interpretable head)
-and Ω (concept translator into the generator's W+ space).
+"""VisCoIN's trainable parts (paper §3.2-3.3, App. B.1; docs/method.md, "Overview"): Ψ (concept extractor),
+Θ (interpretable head) and Ω (concept translator into the generator's W+ space).
 
     taps = f.forward_taps(x)                          # layer2, layer3, layer4_penultimate
     concept_maps, support = Ψ(taps)                   # Φ: [N, K, 3, 3] >= 0,  γ: [N, K*9]

@@ -63,7 +63,11 @@ class LPIPS(nn.Module):
         self.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> LPIPS:
-        return super().train(False)  # always in eval mode (its dropout must stay off)
+        """Checks `mode` as `nn.Module.train` does, then stays in eval mode whatever it asks: LPIPS is a fixed
+        metric and its dropout must stay off."""
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        return super().train(False)
 
     def forward(self, images: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         return self.net(images, other).flatten()

@@ -22,15 +22,15 @@ Padding = int | Sequence[int]  # p, (px, py) or (x_before, x_after, y_before, y_
 
 # name -> (function of (x, alpha), default alpha, default gain). The gains keep activations at unit variance.
 ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float, float]] = {
-    "linear": (lambda x, alpha: x, 0.0, 1.0),
-    "relu": (lambda x, alpha: F.relu(x), 0.0, math.sqrt(2)),
+    "linear": (lambda x, _alpha: x, 0.0, 1.0),
+    "relu": (lambda x, _alpha: F.relu(x), 0.0, math.sqrt(2)),
     "lrelu": (lambda x, alpha: F.leaky_relu(x, alpha), 0.2, math.sqrt(2)),
-    "tanh": (lambda x, alpha: torch.tanh(x), 0.0, 1.0),
-    "sigmoid": (lambda x, alpha: torch.sigmoid(x), 0.0, 1.0),
-    "elu": (lambda x, alpha: F.elu(x), 0.0, 1.0),
-    "selu": (lambda x, alpha: F.selu(x), 0.0, 1.0),
-    "softplus": (lambda x, alpha: F.softplus(x), 0.0, 1.0),
-    "swish": (lambda x, alpha: torch.sigmoid(x) * x, 0.0, math.sqrt(2)),
+    "tanh": (lambda x, _alpha: torch.tanh(x), 0.0, 1.0),
+    "sigmoid": (lambda x, _alpha: torch.sigmoid(x), 0.0, 1.0),
+    "elu": (lambda x, _alpha: F.elu(x), 0.0, 1.0),
+    "selu": (lambda x, _alpha: F.selu(x), 0.0, 1.0),
+    "softplus": (lambda x, _alpha: F.softplus(x), 0.0, 1.0),
+    "swish": (lambda x, _alpha: torch.sigmoid(x) * x, 0.0, math.sqrt(2)),
 }
 
 

@@ -503,17 +503,21 @@ class SynthesisNetwork(nn.Module):
         """Image [N, img_channels, res, res] from ws [N, num_ws, w_dim].
 
         noise_mode: 'random' | 'const' | 'none'; force_fp32: no fp16 blocks even on CUDA; fused_modconv: one
-        grouped conv per layer (None: NVIDIA's choice); update_emas: accepted for stylegan3's API, no effect.
+        grouped conv per layer (None: NVIDIA's choice); update_emas: passed on to the blocks as NVIDIA does,
+        accepted for stylegan3's API and with no effect (no block keeps averages).
         """
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise UserError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         ws = ws.to(torch.float32)
+        block_kwargs = dict(
+            force_fp32=force_fp32, fused_modconv=fused_modconv, noise_mode=noise_mode, update_emas=update_emas
+        )
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            x, img = block(x, img, block_ws, force_fp32=force_fp32, fused_modconv=fused_modconv, noise_mode=noise_mode)
+            x, img = block(x, img, block_ws, **block_kwargs)
             w_idx += block.num_conv
         return img
 
@@ -723,10 +727,12 @@ class DiscriminatorEpilogue(nn.Module):
     def forward(
         self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None, force_fp32: bool = False
     ) -> torch.Tensor:
-        """Logits [N, 1] from features [N, C, 4, 4] (always fp32)."""
-        x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+        """Logits [N, 1] from features [N, C, 4, 4], always in fp32: a block that never uses fp16, so
+        `force_fp32` (NVIDIA's keyword, taken like every block's) leaves it unchanged."""
+        dtype, memory_format = _block_format(False, False, x.device, force_fp32)  # no fp16, no channels_last
+        x = x.to(dtype=dtype, memory_format=memory_format)
         if self.architecture == "skip":
-            x = x + self.fromrgb(img.to(dtype=torch.float32, memory_format=torch.contiguous_format))
+            x = x + self.fromrgb(img.to(dtype=dtype, memory_format=memory_format))
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
@@ -804,7 +810,7 @@ class Discriminator(nn.Module):
         for res in self.block_resolutions:
             x, img = getattr(self, f"b{res}")(x, img, force_fp32=force_fp32)
         cmap = self.mapping(None, c) if self.c_dim > 0 else None
-        return self.b4(x, img, cmap)
+        return self.b4(x, img, cmap, force_fp32=force_fp32)
 
 
 # ---------------------------------------------------------------------------------------------------
