@@ -152,7 +152,7 @@ def test_metrics_json_of_another_model_is_refused(tiny_model, tmp_path):
         (["--concepts", "8"], "concept index out of range"),
         (["--lambdas", "0,x"], "not a number"),
         (["--top", "0"], "at least 1"),
-        (["--split", "val"], "expected test or train"),
+        (["--split", "val"], "'val' is not one of 'test', 'train'"),
         (["--metrics-json", "missing.json"], "no such file"),
     ],
 )

@@ -40,7 +40,7 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
     """Validated settings (one-line errors, before anything loads)."""
     import math
 
-    from viscoin_cli.metrics.evaluation import FID_FEATURES, Settings
+    from viscoin_cli.metrics.evaluation import Settings
 
     common.check_positive(batch_size, "--batch-size")
     common.check_positive(options.samples, "--samples")
@@ -48,14 +48,8 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
         raise UserError(
             f"--consistency-samples {options.consistency_samples}: must be at least 2 (the SVM needs folds)"
         )
-    if options.predictor not in ("g", "f"):
-        raise UserError(f"--predictor {options.predictor!r}: expected g or f")
     if not math.isfinite(options.lam):
         raise UserError(f"--lambda {options.lam}: must be a finite number")
-    if options.lpips is not None and options.lpips not in ("alex", "vgg", "none"):
-        raise UserError(f"--lpips {options.lpips!r}: expected alex, vgg or none")
-    if options.fid_features not in FID_FEATURES:
-        raise UserError(f"--fid-features {options.fid_features!r}: expected {' or '.join(FID_FEATURES)}")
     if options.inception_weights is not None and options.fid_features != "inception":
         raise UserError("--inception-weights applies to --fid-features inception")
     concepts = options.concepts
@@ -65,13 +59,13 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
         workers=o.default_workers(facts.dataset["name"], run.workers),
         samples=options.samples,
         thresholds=parse_thresholds(options.thresholds),
-        predictor=options.predictor,
+        predictor=str(options.predictor),
         lam=options.lam,
         consistency_samples=options.consistency_samples,
         concepts=parse_indices(concepts, facts.num_concepts) if concepts is not None else None,
-        lpips=options.lpips,
+        lpips=str(options.lpips) if options.lpips is not None else None,
         lpips_weights=str(options.lpips_weights) if options.lpips_weights else None,
-        fid_features=options.fid_features,
+        fid_features=str(options.fid_features),
         inception_weights=str(options.inception_weights) if options.inception_weights else None,
     )
 

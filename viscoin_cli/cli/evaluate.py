@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from viscoin_cli import choices
 from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli._evaluation import MetricOptions, build_settings, open_model
@@ -39,7 +40,7 @@ Thresholds = Annotated[
     typer.Option("--thresholds", help="Relevance thresholds τ: concepts with r > τ are zeroed.", rich_help_panel=FAITH),
 ]
 Predictor = Annotated[
-    str,
+    choices.Predictor,
     typer.Option(
         "--predictor",
         help="Whose probability must drop: g (the concept head) or f (the classifier).",
@@ -58,11 +59,10 @@ ConsistencySamples = Annotated[
     ),
 ]
 Lpips = Annotated[
-    str | None,
+    choices.LpipsNet | None,
     typer.Option(
         "--lpips",
-        help="LPIPS backbone: alex, vgg or none [default: alex when its weights are in the torch hub cache, "
-        "else skipped with a note].",
+        help="LPIPS backbone [default: alex when its weights are in the torch hub cache, else skipped with a note].",
         rich_help_panel=RECON,
     ),
 ]
@@ -75,7 +75,7 @@ LpipsWeights = Annotated[
     ),
 ]
 FidFeatures = Annotated[
-    str,
+    choices.FidFeatures,
     typer.Option(
         "--fid-features",
         help="FID features: classifier (f's pooled features, offline; comparable only with the same f) or "

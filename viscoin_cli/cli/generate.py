@@ -8,12 +8,11 @@ from typing import Annotated
 
 import typer
 
+from viscoin_cli.choices import ImageFormat, NoiseMode
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
 from viscoin_cli.shipped import DEFAULT_GENERATOR
-
-NOISE_MODES = ("const", "random", "none")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -41,12 +40,15 @@ def generate(
     truncation_cutoff: Annotated[
         int | None, typer.Option("--truncation-cutoff", min=0, help="Truncate only the first N W+ vectors.")
     ] = None,
-    noise_mode: Annotated[str, typer.Option("--noise-mode", help="const, random or none.")] = "const",
+    noise_mode: Annotated[
+        NoiseMode, typer.Option("--noise-mode", help="Noise inputs of the synthesis layers.")
+    ] = "const",
     class_index: Annotated[
         int | None, typer.Option("--class", min=0, help="Class index for a conditional generator.")
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="png: one image grid; npy: the raw [-1, 1] float array (N, C, H, W).")
+        ImageFormat,
+        typer.Option("--format", help="png: one image grid; npy: the raw [-1, 1] float array (N, C, H, W)."),
     ] = "png",
     columns: Annotated[int | None, typer.Option("--columns", min=1, help="Images per grid row.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 16,
@@ -66,10 +68,6 @@ def generate(
     from viscoin_cli.nets.stylegan2 import load_generator
     from viscoin_cli.runtime import setup_runtime
 
-    if noise_mode not in NOISE_MODES:
-        raise UserError(f"--noise-mode {noise_mode!r}: expected one of {', '.join(NOISE_MODES)}")
-    if fmt not in ("png", "npy"):
-        raise UserError(f"--format {fmt!r}: expected png or npy")
     if not np.isfinite(truncation):
         raise UserError(f"--truncation {truncation}: must be a finite number")
     seed_list = parse_seeds(seeds)
@@ -97,7 +95,7 @@ def generate(
                     c,
                     truncation_psi=truncation,
                     truncation_cutoff=truncation_cutoff,
-                    noise_mode=noise_mode,
+                    noise_mode=str(noise_mode),
                 )
                 .float()
                 .cpu()

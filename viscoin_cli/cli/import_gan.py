@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from viscoin_cli.choices import PickledGenerator
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
@@ -16,7 +17,9 @@ from viscoin_cli.errors import UserError
 def import_gan(
     src: Annotated[Path, typer.Argument(help="NVIDIA pickle: stylegan2-ada-pytorch, stylegan3 (StyleGAN2) or TF.")],
     dest: Annotated[Path, typer.Argument(help="Generator checkpoint to write (.safetensors).")],
-    which: Annotated[str, typer.Option("--which", help="Generator to keep: G_ema (the one to use) or G.")] = "G_ema",
+    which: Annotated[
+        PickledGenerator, typer.Option("--which", help="Generator to keep: G_ema (the one to use) or G.")
+    ] = "G_ema",
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
     json_out: o.Json = False,
 ) -> None:
@@ -33,8 +36,6 @@ def import_gan(
     from viscoin_cli.io.nvidia_pickle import read_nvidia_pickle
     from viscoin_cli.nets.stylegan2 import Discriminator, Generator
 
-    if which not in ("G_ema", "G"):
-        raise UserError(f"--which {which!r}: expected G_ema or G")
     if dest.suffix != ".safetensors":
         raise UserError(f"{dest}: the destination must end in .safetensors")
     d_dest = dest.with_name(dest.stem + ".D.safetensors")

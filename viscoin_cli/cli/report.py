@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from viscoin_cli import choices
 from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli._evaluation import MetricOptions, build_settings, open_model
@@ -61,10 +62,10 @@ def report(
         int, typer.Option("--top-classes", help="Most relevant classes listed per card.", rich_help_panel=PAGE)
     ] = 3,
     split: Annotated[
-        str,
+        choices.Split,
         typer.Option(
             "--split",
-            help="Split for relevance and samples: test (as `viscoin relevance`) or train.",
+            help="Split for relevance and samples (test: as `viscoin relevance`).",
             rich_help_panel=PAGE,
         ),
     ] = "test",
@@ -118,8 +119,6 @@ def report(
     selected = [] if metrics_json is not None or metrics.strip() == "none" else parse_metrics(metrics, "--metrics")
     for value, option in ((top, "--top"), (top_classes, "--top-classes")):
         common.check_positive(value, option)
-    if split not in ("test", "train"):
-        raise UserError(f"--split {split!r}: expected test or train")
     lambda_values = parse_floats(lambdas, "--lambdas")
     facts = common.read_model(model_path)
     shown = parse_indices(concepts, facts.num_concepts) if concepts else list(range(facts.num_concepts))
@@ -134,17 +133,17 @@ def report(
 
     document = read_metrics_json(metrics_json, sha256_file(facts.path)) if metrics_json else None
     evaluation = open_model(facts, inputs, run, settings)
-    evaluation.dataset(split)  # a missing --data-root fails before any metric runs
+    evaluation.dataset(str(split))  # a missing --data-root fails before any metric runs
     if selected:
         document = evaluation.evaluate([m for m in METRIC_NAMES if m in selected])
     out.mkdir(parents=True, exist_ok=True)
     consistency = (document or {}).get("metrics", {}).get("consistency", {}).get("per_concept")
-    encoded = evaluation.encoded(split)
+    encoded = evaluation.encoded(str(split))
     with Progress(evaluation.console, len(shown), "concept cards") as progress:
         cards = build_cards(
             evaluation.model,
             encoded,
-            evaluation.dataset(split),
+            evaluation.dataset(str(split)),
             shown,
             out,
             lambdas=lambda_values,
@@ -159,7 +158,7 @@ def report(
     page = render_html(
         model=summary_doc["model"],
         dataset=summary_doc["dataset"],
-        split=split,
+        split=str(split),
         cards=cards,
         lambdas=lambda_values,
         top=top,
