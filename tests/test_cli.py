@@ -14,7 +14,7 @@ from conftest import assert_one_line_error, run_cli
 from typer.testing import CliRunner
 
 from viscoin_cli.cli import app, load_commands
-from viscoin_cli.io.checkpoint import load_checkpoint, read_meta, save_state
+from viscoin_cli.io.checkpoint import load_checkpoint, load_state, read_meta, save_state
 
 load_commands()
 COMMANDS = sorted(c.name for c in app.registered_commands)
@@ -101,8 +101,10 @@ def test_run_folder_is_complete(trained):
     assert options["dataset"] == "digits" and options["epochs"] == 2 and options["width"] == 4
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "epoch_seconds"} <= set(records[0])
-    assert summary["best_test_accuracy"] == max(r["test_accuracy"] for r in records)
+    scores = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"}
+    assert scores | {"lr", "epoch_seconds"} <= set(records[0])
+    assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in records)
+    assert options["val_fraction"] == 0.1  # the default, recorded for --resume
 
 
 def test_checkpoint_metadata_is_complete(trained):
@@ -113,20 +115,97 @@ def test_checkpoint_metadata_is_complete(trained):
     assert meta.dataset["resolution"] == 32 and meta.dataset["channels"] == 3
     assert meta.step == 2 and meta.version and meta.created
     assert meta.extra["test_accuracy"] == pytest.approx(summary["final_test_accuracy"])
+    assert meta.dataset["val_fraction"] == 0.1 and meta.dataset["val_images"] == 142  # ~10% of each class
 
 
 def test_best_is_a_copy_of_the_best_epoch(trained):
-    out, _ = trained
+    out, summary = trained
     best = read_meta(out / "best.safetensors")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    best_epoch = max(records, key=lambda r: r["test_accuracy"])["epoch"]
-    assert best.step == best_epoch
+    chosen = max(records, key=lambda r: r["val_accuracy"])  # the first of equals: the earlier epoch
+    assert best.step == chosen["epoch"] == summary["best_epoch"]
+    assert best.extra == {"epoch": chosen["epoch"], "val_accuracy": chosen["val_accuracy"],
+                          "test_accuracy": chosen["test_accuracy"]}  # fmt: skip
+    assert summary["best_epoch_test_accuracy"] == chosen["test_accuracy"]
     assert not (out / "best.safetensors").is_symlink()
 
 
 def test_trained_classifier_learns_something(trained):
     _, summary = trained
-    assert summary["best_test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    assert summary["best_val_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    assert summary["final_test_accuracy"] > 0.3
+
+
+def test_best_is_chosen_by_validation_accuracy_not_by_test(tmp_path, monkeypatch):
+    """Scripted accuracies: the test split would pick epoch 3 (or 1); validation picks epoch 2, whose tie
+    with epoch 3 keeps the earlier epoch."""
+    from viscoin_cli.training import classifier
+
+    scripted = {"val": [0.5, 0.9, 0.9], "test": [0.9, 0.5, 0.95]}
+    evaluated = []
+
+    def fake_evaluate(model, loader, rt):  # noqa: ARG001
+        evaluated.append((loader.dataset.split, len(loader.dataset)))
+        return {"loss": 1.0, "accuracy": scripted[loader.dataset.split].pop(0)}
+
+    monkeypatch.setattr(classifier, "evaluate", fake_evaluate)
+    out = tmp_path / "f"
+    args = ["--epochs", "3", "--resolution", "16", "--val-fraction", "0.2", "--out", out, "--json"]
+    result = run_cli("pretrain-classifier", *TINY, *args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert evaluated == [("val", 287), ("test", 360)] * 3  # 20% of each class of the 1437 training images
+    assert (summary["best_epoch"], summary["best_val_accuracy"], summary["best_epoch_test_accuracy"]) == (2, 0.9, 0.5)
+    assert summary["final_test_accuracy"] == 0.95 and "best_test_accuracy" not in summary
+    best = read_meta(out / "best.safetensors")
+    assert best.step == 2 and best.extra == {"epoch": 2, "val_accuracy": 0.9, "test_accuracy": 0.5}
+    assert best.dataset["val_fraction"] == 0.2 and best.dataset["val_images"] == 287
+    assert json.loads((out / "options.json").read_text())["val_fraction"] == 0.2
+    latest, _ = load_checkpoint(out / "latest.safetensors")
+    chosen, _ = load_checkpoint(out / "best.safetensors")
+    assert any(not torch.equal(tensor, chosen[name]) for name, tensor in latest.items())  # not the last epoch
+
+
+def test_no_validation_split_makes_best_the_last_epoch(tmp_path):
+    out = tmp_path / "f"
+    args = ["--epochs", "2", "--resolution", "16", "--val-fraction", "0", "--out", out]
+    result = run_cli("pretrain-classifier", *TINY, *args)
+    assert result.exit_code == 0, result.output
+    assert "no validation split: best is the last epoch" in result.stdout
+    best = read_meta(out / "best.safetensors")
+    assert best.step == 2 and "val_accuracy" not in best.extra and best.dataset["val_images"] == 0
+    assert (out / "best.safetensors").read_bytes() == (out / "latest.safetensors").read_bytes()
+
+
+def test_a_run_of_the_previous_release_resumes_on_the_whole_training_split(tmp_path):
+    """Its options.json has no val_fraction: it goes on as it started, without a hold-out."""
+    out = tmp_path / "old"
+    args = ["--epochs", "1", "--resolution", "16", "--val-fraction", "0", "--out", out]  # as that release trained
+    result = run_cli("pretrain-classifier", *TINY, *args)
+    assert result.exit_code == 0, result.output
+    options = json.loads((out / "options.json").read_text())
+    del options["val_fraction"]
+    (out / "options.json").write_text(json.dumps(options))
+    state = load_state(out / "latest.state.safetensors")  # that release kept only the best test accuracy
+    state = {k: v for k, v in state.items() if k not in ("best", "test_accuracy")} | {"best_accuracy": 0.9}
+    save_state(out / "latest.state.safetensors", state, step=1)
+    assert run_cli("pretrain-classifier", "--resume", out, "--epochs", "2", "--quiet").exit_code == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [22, 44]  # 1437 // 64 steps an epoch: all training images
+    assert "val_accuracy" not in records[1]
+    assert json.loads((out / "options.json").read_text())["val_fraction"] == 0.0
+    assert read_meta(out / "best.safetensors").step == 2
+    line = assert_one_line_error(run_cli("pretrain-classifier", "--resume", out, "--val-fraction", "0.1"))
+    assert "--val-fraction cannot change when resuming" in line
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1", "1.5", "nan", "inf"])
+def test_bad_val_fraction_is_one_line(value, tmp_path):
+    line = assert_one_line_error(
+        run_cli("pretrain-classifier", *TINY, "--val-fraction", value, "--out", tmp_path / "o")
+    )
+    assert "--val-fraction" in line and "expected a fraction in [0, 1)" in line
+    assert not (tmp_path / "o").exists()  # refused before anything is written
 
 
 def test_second_run_into_same_out_is_refused(trained):

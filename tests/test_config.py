@@ -50,6 +50,17 @@ def test_preset_then_given_options():
     assert isinstance(config.arch, Arch) and config.dataset is DatasetName.cars
 
 
+def test_classifier_val_fraction_new_runs_and_runs_of_the_previous_release():
+    assert ClassifierConfig.create({"dataset": "digits"}).val_fraction == 0.1  # every preset holds out 10%
+    assert ClassifierConfig.create({"dataset": "cub", "val_fraction": 0}).val_fraction == 0.0
+    released = {
+        k: v for k, v in ClassifierConfig.create({"dataset": "digits"}).to_json().items() if k != "val_fraction"
+    }
+    assert ClassifierConfig.from_json(released, "options.json").val_fraction == 0.0  # trained on the whole split
+    with pytest.raises(UserError, match=r"--val-fraction 1.0: expected a fraction in \[0, 1\)"):
+        ClassifierConfig.create({"dataset": "digits", "val_fraction": 1.0})
+
+
 def test_viscoin_digits_defaults_follow_from_the_dataset():
     config = VisCoINConfig.create({"dataset": "digits"})
     assert config.lpips is LpipsNet.none and config.beta == 0.0  # no LPIPS weights offline

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from _fake_data import COLOURS, cars_annotations, write_cars, write_celebahq, wr
 from PIL import Image
 
 from viscoin_cli.data import load_dataset
+from viscoin_cli.data.holdout import holdout_split, split_off
 from viscoin_cli.errors import UserError
 
 
@@ -58,6 +61,40 @@ def test_loading_digits_does_not_import_scikit_learn():
     code += "print('sklearn' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_validation_split_is_stratified_fixed_disjoint_and_covers_train():
+    train = load_dataset("digits", "train")
+    kept, held = holdout_split(train.labels, 0.1)
+    assert sorted(kept + held) == list(range(len(train))) and not set(kept) & set(held)
+    per_class, held_per_class = Counter(train.labels), Counter(train.labels[i] for i in held)
+    assert all(held_per_class[c] == round(0.1 * n) for c, n in per_class.items())  # 14 or 15 of each digit
+    assert len(held) == 142 and held[:6] == [3, 18, 23, 24, 31, 37]  # fixed: a change here changes f's `best`
+    assert holdout_split(train.labels, 0.1) == (kept, held) and holdout_split(train.labels, 0.1, seed=1) != (kept, held)
+    rest, val = (load_dataset("digits", split, val_fraction=0.1) for split in ("train", "val"))
+    assert (rest.split, val.split, len(rest), len(val)) == ("train", "val", 1295, 142)
+    assert rest.labels == [train.labels[i] for i in kept] and val.labels == [train.labels[i] for i in held]
+    assert torch.equal(val[3][0], train[held[3]][0]) and val.facts() == train.facts()
+    assert load_dataset("digits", "train", val_fraction=0.0).labels == train.labels  # 0: the whole split
+
+
+def test_validation_split_of_small_classes():
+    # per class: round(fraction·n), at least 1 from a class of 2 or more, never a whole class
+    labels = [0, 0, 1, 2, 2, 2]
+    kept, held = holdout_split(labels, 0.1)
+    assert Counter(labels[i] for i in held) == {0: 1, 2: 1} and Counter(labels[i] for i in kept) == {0: 1, 1: 1, 2: 2}
+    assert len(holdout_split([0, 0, 0], 0.9)[1]) == 2 and holdout_split([0, 1, 2], 0.5)[1] == []
+    assert holdout_split([0, 0, 1, 1], 0.0) == ([0, 1, 2, 3], [])
+    singletons = SimpleNamespace(name="tiny", labels=[0, 1, 2])
+    assert split_off(singletons, "train", 0.5) is singletons  # nothing to hold out: the whole split
+    with pytest.raises(UserError, match="no validation image in the training split of tiny"):
+        split_off(singletons, "val", 0.5)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5, float("nan"), float("inf"), True, "0.1"])
+def test_bad_validation_fraction(fraction):
+    with pytest.raises(UserError, match="--val-fraction .*: expected a fraction in"):
+        holdout_split([0, 0, 1, 1], fraction)
 
 
 def test_digits_images_at_a_requested_resolution():
@@ -314,7 +351,9 @@ def test_truncated_image_is_caught_when_loaded(folder_root):
         ("cub", "train", {}, "--data-root is required for dataset 'cub'"),
         ("cub", "train", {"root": "/nonexistent/cub"}, "does not exist"),
         ("imagenet", "train", {}, "unknown dataset"),
-        ("digits", "val", {}, "unknown split 'val'"),
+        ("digits", "valid", {}, "unknown split 'valid'"),
+        ("digits", "val", {}, "the val split is held out of train: it needs a --val-fraction above 0"),
+        ("digits", "val", {"val_fraction": 1.0}, r"--val-fraction 1.0: expected a fraction in \[0, 1\)"),
         ("digits", "train", {"resolution": 4}, "--resolution"),
         ("digits", "train", {"resolution": 32.0}, "--resolution"),
         ("digits", "train", {"bbox_crop": True}, "--bbox-crop applies to cub and cars"),
@@ -345,6 +384,7 @@ def test_datasets_pickle(folder_root):
     for dataset in (
         load_dataset("folder", "train", root=folder_root, resolution=16),
         load_dataset("digits", "test", resolution=16),
+        load_dataset("folder", "val", root=folder_root, resolution=16, val_fraction=0.5),
     ):
         copy = pickle.loads(pickle.dumps(dataset))
         assert torch.equal(copy[1][0], dataset[1][0]) and copy.labels == dataset.labels

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "cub", "cars", "celebahq", "folder")
 DEFAULT_RESOLUTION: dict[str, int] = {"digits": 32, "cub": 256, "cars": 256, "celebahq": 256, "folder": 256}
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")  # val: held out of train (`viscoin_cli.data.holdout`)
 BOX_DATASETS = ("cub", "cars")  # layouts that ship bounding boxes
 
 
@@ -30,19 +30,44 @@ def load_dataset(
     augment: bool = False,
     skip_bad_images: bool = False,
     bbox_crop: bool = False,
+    val_fraction: float = 0.0,
 ) -> ImageDataset:
     """One split of a dataset, as [3, R, R] float images in [-1, 1] and int labels.
 
     `augment` adds the training augmentation (random crop + horizontal flip; digits: random translation).
     Unreadable images are a one-line error listing them, or skipped (and counted) with `skip_bad_images`.
+    `val_fraction` holds out that fraction of each class of the training split for model selection: "train"
+    is then the rest and "val" the held-out images (`viscoin_cli.data.holdout`); 0 leaves "train" whole.
     """
     if name not in DATASET_NAMES:
         raise UserError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}: expected train or test")
+        raise UserError(f"unknown split {split!r}: expected train, val or test")
+    if split == "val" and val_fraction == 0:
+        raise UserError("the val split is held out of train: it needs a --val-fraction above 0")
     resolution = _check_resolution(DEFAULT_RESOLUTION[name] if resolution is None else resolution)
     if bbox_crop and name not in BOX_DATASETS:
         raise UserError(f"--bbox-crop applies to {' and '.join(BOX_DATASETS)}, not {name}")
+    whole = _load_split(
+        name, "test" if split == "test" else "train", root, resolution, augment, skip_bad_images, bbox_crop
+    )
+    if split == "test" or (split == "train" and val_fraction == 0):
+        return whole
+    from viscoin_cli.data.holdout import split_off
+
+    return split_off(whole, split, val_fraction)
+
+
+def _load_split(
+    name: str,
+    split: str,
+    root: str | os.PathLike | None,
+    resolution: int,
+    augment: bool,
+    skip_bad_images: bool,
+    bbox_crop: bool,
+) -> ImageDataset:
+    """The whole train or test split as the dataset's layout lists it."""
     if name == "digits":
         from viscoin_cli.data.digits import DigitsDataset
 

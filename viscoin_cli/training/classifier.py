@@ -16,6 +16,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from viscoin_cli.choices import Arch, Optimizer, Stem
 from viscoin_cli.console import Progress, format_metrics
 from viscoin_cli.data import load_dataset
+from viscoin_cli.data.holdout import check_fraction
+from viscoin_cli.data.images import ImageDataset
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import copy_checkpoint, load_state, save_checkpoint, save_state
 from viscoin_cli.nets.classifier import Classifier, load_initial_weights
@@ -49,6 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {name: dict(zip(_PRESET_FIELDS, values, str
 }.items()}
 # fmt: on
 LR_DECAY = 0.1  # step decay factor at each milestone epoch
+VAL_FRACTION = 0.1  # of each class of the training split, held out to choose `best` (every new run's preset)
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,19 @@ class ClassifierConfig(TrainConfig):
     batch_size: int = 32
     milestones: list[int] = field(default_factory=list)
     weight_decay: float = 0.0
+    # New runs get VAL_FRACTION from the preset; 0 is what an options.json of a release before the validation
+    # split means (it lacks the field): such a run resumes on the whole training split, as it started.
+    val_fraction: float = 0.0
 
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({"epochs"})
     FLAGS: ClassVar[dict[str, str]] = {"milestones": "--lr-steps"}
 
     @classmethod
     def preset(cls, dataset: str) -> dict[str, Any]:
-        return dict(PRESETS[dataset])
+        return {"val_fraction": VAL_FRACTION, **PRESETS[dataset]}
+
+    def check(self) -> None:
+        check_fraction(self.val_fraction)
 
 
 class ShardSampler(Sampler[int]):
@@ -120,21 +129,48 @@ def _to_device(images: torch.Tensor, labels: torch.Tensor, rt: Runtime) -> tuple
     return images, labels.to(rt.device, non_blocking=True)
 
 
-def train_classifier(
-    cfg: ClassifierConfig, run: RunFolder, rt: Runtime, console: Console, *, resume: bool
-) -> dict[str, Any]:
-    """Train f as `cfg` says, writing into `run`; returns the summary the CLI prints."""
-    # --- setup -----------------------------------------------------------------------------------------
+def _load_splits(cfg: ClassifierConfig, console: Console) -> tuple[ImageDataset, ImageDataset | None, ImageDataset]:
+    """Training images, the validation hold-out that chooses `best` (None with --val-fraction 0), test images."""
     data_kw = dict(
         root=cfg.data_root,
         resolution=cfg.resolution,
         skip_bad_images=cfg.skip_bad_images,
         bbox_crop=cfg.bbox_crop,
+        val_fraction=cfg.val_fraction,
     )
     train_set = load_dataset(cfg.dataset, "train", augment=True, **data_kw)
+    val_set = load_dataset(cfg.dataset, "val", augment=False, **data_kw) if cfg.val_fraction > 0 else None
     test_set = load_dataset(cfg.dataset, "test", augment=False, **data_kw)
-    if train_set.skipped or test_set.skipped:
+    if train_set.skipped or test_set.skipped:  # the hold-out's skipped images are the training split's
         console.print(f"skipped {train_set.skipped + test_set.skipped} unreadable images")
+    return train_set, val_set, test_set
+
+
+def _held_out_scores(
+    net: torch.nn.Module, val_loader: DataLoader | None, test_loader: DataLoader, rt: Runtime
+) -> dict[str, float]:
+    """An epoch's validation (when held out) and test loss and accuracy, named as metrics.jsonl logs them."""
+    scores = {}
+    if val_loader is not None:
+        val = evaluate(net, val_loader, rt)
+        scores.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+    test = evaluate(net, test_loader, rt)  # for the record only: nothing is chosen by it
+    scores.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+    return scores
+
+
+def _improves(val_accuracy: float | None, best: dict[str, Any]) -> bool:
+    """Whether an epoch becomes `best`: a higher validation accuracy than any before (a tie keeps the earlier
+    epoch); without a validation split every epoch does, so `best` is the last one. Never the test split."""
+    return val_accuracy is None or best["val_accuracy"] is None or val_accuracy > best["val_accuracy"]
+
+
+def train_classifier(
+    cfg: ClassifierConfig, run: RunFolder, rt: Runtime, console: Console, *, resume: bool
+) -> dict[str, Any]:
+    """Train f as `cfg` says, writing into `run`; returns the summary the CLI prints."""
+    # --- setup -----------------------------------------------------------------------------------------
+    train_set, val_set, test_set = _load_splits(cfg, console)
     per_rank_batch = cfg.batch_size // rt.world_size
     if per_rank_batch < 2 or cfg.batch_size % rt.world_size:
         raise UserError(f"--batch-size {cfg.batch_size} must be a multiple of the {rt.world_size} processes, >= 2 each")
@@ -151,12 +187,17 @@ def train_classifier(
         generator=rt.loader_generator(),
         **loader_kw,
     )
-    test_loader = DataLoader(
-        test_set, per_rank_batch * 2, sampler=ShardSampler(len(test_set), rt.rank, rt.world_size), **loader_kw
-    )
+
+    def eval_loader(split: ImageDataset) -> DataLoader:  # each process evaluates its shard, in order
+        sampler = ShardSampler(len(split), rt.rank, rt.world_size)
+        return DataLoader(split, per_rank_batch * 2, sampler=sampler, **loader_kw)
+
+    val_loader = eval_loader(val_set) if val_set is not None else None
+    test_loader = eval_loader(test_set)
 
     model = Classifier(cfg.arch, train_set.num_classes, cfg.width, cfg.stem)
-    start_epoch, best_accuracy = 0, -1.0
+    start_epoch, final_test = 0, None
+    best: dict[str, Any] = {"epoch": 0, "val_accuracy": None, "test_accuracy": None}  # the epoch in best.safetensors
     if not resume:
         console.print(f"initial weights: {load_initial_weights(model, cfg.weights)}")
     model.to(rt.device)
@@ -171,7 +212,9 @@ def train_classifier(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        start_epoch, best_accuracy = state["epoch"], state["best_accuracy"]
+        start_epoch = state["epoch"]
+        # a state of a release before the validation split has neither (its run has no split: best is the last)
+        best, final_test = state.get("best", best), state.get("test_accuracy")
         if rt.is_main:
             run.truncate_metrics("epoch", start_epoch)
         console.print(f"resuming {run} at epoch {start_epoch}/{cfg.epochs}")
@@ -180,17 +223,20 @@ def train_classifier(
         if rt.distributed
         else model
     )
-    dataset_facts = train_set.facts()
+    dataset_facts = {
+        **train_set.facts(),
+        "val_fraction": cfg.val_fraction,
+        "val_images": len(val_set) if val_set is not None else 0,
+    }
     params = sum(p.numel() for p in model.parameters())
     console.print(
-        f"{cfg.arch} (width {cfg.width}, {params / 1e6:.2f}M params) on {cfg.dataset}: "
-        f"{len(train_set)} train / {len(test_set)} test images, {train_set.num_classes} classes, "
+        f"{cfg.arch} (width {cfg.width}, {params / 1e6:.2f}M params) on {cfg.dataset}: {len(train_set)} train / "
+        f"{dataset_facts['val_images']} val / {len(test_set)} test images, {train_set.num_classes} classes, "
         f"{rt.world_size} process(es) on {rt.device}"
     )
 
     # --- loop ------------------------------------------------------------------------------------------
     t_start = time.perf_counter()
-    test: dict[str, float] = {"accuracy": best_accuracy, "loss": float("nan")}
     for epoch in range(start_epoch, cfg.epochs):
         # Re-seed from (seed, epoch): shuffling and augmentation of an epoch do not depend on whether
         # the run was resumed, so a resumed run reproduces the uninterrupted one.
@@ -225,23 +271,27 @@ def train_classifier(
                     progress.advance(step + 1 - progress.done, loss=running, acc=correct.item() / seen)
         scheduler.step()
         train_loss, train_correct, train_seen = all_reduce_sum([loss_sum.item(), correct.item(), seen], rt)
-        test = evaluate(net, test_loader, rt)
+        scores = {
+            "train_loss": train_loss / train_seen,
+            "train_accuracy": train_correct / train_seen,
+            **_held_out_scores(net, val_loader, test_loader, rt),
+        }
+        final_test, val_accuracy = scores["test_accuracy"], scores.get("val_accuracy")
         seconds = time.perf_counter() - t_epoch
         record = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * len(train_loader),
-            "train_loss": train_loss / train_seen,
-            "train_accuracy": train_correct / train_seen,
-            "test_loss": test["loss"],
-            "test_accuracy": test["accuracy"],
+            **scores,
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": seconds,
             "images_per_second": train_seen / seconds,
         }
-        is_best = test["accuracy"] > best_accuracy
-        best_accuracy = max(best_accuracy, test["accuracy"])
+        is_best = _improves(val_accuracy, best)
+        if is_best:
+            best = {"epoch": epoch + 1, "val_accuracy": val_accuracy, "test_accuracy": final_test}
         if rt.is_main:
             run.log(record)
+            extra = {"epoch": epoch + 1, **{k: v for k, v in scores.items() if k in ("val_accuracy", "test_accuracy")}}
             save_checkpoint(
                 run.latest,
                 unwrap(net).state_dict(),
@@ -249,7 +299,7 @@ def train_classifier(
                 config=model.config,
                 dataset=dataset_facts,
                 step=epoch + 1,
-                extra={"test_accuracy": test["accuracy"], "epoch": epoch + 1},
+                extra=extra,
             )
             save_state(
                 run.state,
@@ -259,16 +309,15 @@ def train_classifier(
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
                     "epoch": epoch + 1,
-                    "best_accuracy": best_accuracy,
+                    "best": best,
+                    "test_accuracy": final_test,
                 },
                 step=epoch + 1,
             )
             if is_best:
                 copy_checkpoint(run.latest, run.best)
         console.print(
-            f"epoch {epoch + 1}/{cfg.epochs}  "
-            + format_metrics({k: record[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")})
-            + f"  [{seconds:.1f}s]"
+            f"epoch {epoch + 1}/{cfg.epochs}  {format_metrics(scores)}  [{seconds:.1f}s]"
             + ("  best" if is_best else "")
         )
 
@@ -278,7 +327,10 @@ def train_classifier(
         "latest": str(run.latest),
         "best": str(run.best),
         "epochs": cfg.epochs,
-        "final_test_accuracy": test["accuracy"],
-        "best_test_accuracy": best_accuracy,
+        "val_fraction": cfg.val_fraction,
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": best["val_accuracy"],  # None without a validation split (best is the last epoch)
+        "best_epoch_test_accuracy": best["test_accuracy"],
+        "final_test_accuracy": final_test,
         "seconds": time.perf_counter() - t_start,
     }
