@@ -54,6 +54,7 @@ def test_document_holds_every_metric_and_its_context(evaluated, tiny_model):
     settings = evaluated["settings"]
     assert settings["samples"] == 20 and settings["thresholds"] == [0.1, 0.2, 0.4] and settings["predictor"] == "g"
     assert settings["concepts"] == [0, 1] and settings["lambda"] == 2.0 and settings["seed"] == 3
+    assert settings["standardize"] is False  # the paper's plain linear SVM
     assert {"load", "encode_test", "encode_train", *evaluated["metrics"]} <= set(evaluated["seconds"])
     assert "checks" not in evaluated
 
@@ -130,6 +131,37 @@ def test_same_seed_same_numbers(evaluated, tiny_model):
     again = json.loads(result.stdout)
     for metric in ("faithfulness", "consistency"):
         assert again["metrics"][metric] == evaluated["metrics"][metric]
+
+
+def test_standardize_is_recorded_and_puts_a_scaler_before_the_svm(evaluated, tiny_model, monkeypatch):
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from viscoin_cli.metrics import consistency as module
+
+    searches = []
+
+    def spy(*args, **kwargs):
+        searches.append(search_of(*args, **kwargs))
+        return searches[-1]
+
+    search_of = module.svm_search
+    monkeypatch.setattr(module, "svm_search", spy)
+    result = run_cli("evaluate", "consistency", "--model", tiny_model, *SMALL, "--standardize", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["settings"]["standardize"] is True
+    assert len(searches) == 2  # one per concept
+    for search in searches:
+        assert isinstance(search.estimator, Pipeline) and isinstance(search.estimator.steps[0][1], StandardScaler)
+        assert isinstance(search.best_estimator_.steps[-1][1], LinearSVC)
+    default = evaluated["metrics"]["consistency"]
+    assert document["metrics"]["consistency"].keys() == default.keys()
+    searches.clear()
+    result = run_cli("evaluate", "consistency", "--model", tiny_model, *SMALL, "--json")
+    assert result.exit_code == 0, result.output
+    assert [type(search.best_estimator_) for search in searches] == [LinearSVC, LinearSVC]
 
 
 def test_table_output_names_the_keys(tiny_model):

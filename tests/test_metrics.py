@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from viscoin_cli.interpret.encode import Encoded
 from viscoin_cli.interpret.relevance import global_relevance, local_relevance
-from viscoin_cli.metrics.consistency import consistency
-from viscoin_cli.metrics.faithfulness import concepts_above, faithfulness, random_like
+from viscoin_cli.metrics.consistency import SVM_C, consistency, fit_svm, svm_search
+from viscoin_cli.metrics.faithfulness import concepts_above, faithfulness, median, random_like
 from viscoin_cli.nets.concepts import InterpretableHead
 from viscoin_cli.nets.viscoin import VisCoINOutput
 
@@ -101,6 +102,23 @@ def test_faithfulness_with_f_as_the_predictor():
     assert result["0.2"]["median"] > 0.4
 
 
+def test_median_of_an_even_count_is_the_mean_of_the_middle_two():
+    assert median(torch.tensor([4.0, 1.0, 3.0, 2.0])) == 2.5  # torch.median says 2
+    assert median(torch.tensor([3.0, 1.0, 2.0])) == 2.0
+    assert median(torch.tensor([7.0])) == 7.0
+
+
+def test_faithfulness_median_over_an_even_count_of_samples():
+    # Concept 0 alone carries class 1 and is zeroed: FF = sigmoid(a) - sigmoid(0) for activations a = 1..4.
+    model = IdentityModel(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+    maps = torch.zeros(4, 2, 3, 3)
+    maps[:, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None, None]
+    result = faithfulness(model, _encoded(model, maps), thresholds=(0.1,))["0.1"]
+    ff = torch.sigmoid(torch.tensor([2.0, 3.0])) - 0.5  # the middle two
+    assert result["samples"] == 4 and result["mean_concepts_zeroed"] == 1.0
+    assert result["median"] == pytest.approx(ff.mean().item(), abs=1e-6)
+
+
 # --- consistency ---------------------------------------------------------------------------------------
 
 
@@ -149,3 +167,54 @@ def test_consistency_reports_mean_and_std_over_concepts():
     train, test = _patch_data(80, 0), _patch_data(80, 1)
     result = consistency(PatchModel(painter=0), train, test, torch.ones(2, 2), lam=2.0, samples=30)
     assert set(result["per_concept"]) == {"0", "1"} and result["std"] > 0.1  # concept 1 paints nothing
+
+
+class OffsetPatchModel(PatchModel):
+    """PatchModel whose patch channel sits on a large constant (1e4): the patch is as separable as before
+    once each feature is centred and scaled, but a plain linear SVM (C <= 10, its intercept regularised
+    like a weight) cannot afford the intercept that would cancel the offset."""
+
+    def render(self, concept_maps, support):
+        return super().render(concept_maps, support) + torch.tensor([1e4, 0.0, 0.0])[:, None, None]
+
+
+def test_default_svm_is_a_plain_linear_svm_with_c_by_5_fold_cv():
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import LinearSVC
+
+    search = svm_search(seed=0)
+    assert isinstance(search.estimator, LinearSVC) and search.param_grid == {"C": list(SVM_C)}
+    assert search.cv.n_splits == 5 and search.cv.shuffle
+    standardized = svm_search(seed=0, standardize=True).estimator
+    assert isinstance(standardized, Pipeline) and [name for name, _ in standardized.steps] == [
+        "standardscaler",
+        "linearsvc",
+    ]
+
+
+def test_default_svm_matches_a_hand_fit_linear_svc():
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import LinearSVC
+
+    generator = np.random.default_rng(0)
+    y = np.array([1] * 40 + [0] * 40)
+    x = generator.normal(size=(80, 6)) * [1, 10, 0.1, 1, 1, 100] + y[:, None] * [0.5, 0, 0.3, 0, 0, 0]
+    test_x = generator.normal(size=(30, 6))
+    by_hand = GridSearchCV(
+        LinearSVC(max_iter=5000, random_state=4),
+        {"C": [0.001, 0.01, 0.1, 1.0, 10.0]},
+        cv=StratifiedKFold(5, shuffle=True, random_state=4),
+    ).fit(x, y)
+    ours = fit_svm(x, y, seed=4)
+    assert ours.best_params_ == by_hand.best_params_
+    assert np.array_equal(ours.best_estimator_.coef_, by_hand.best_estimator_.coef_)
+    assert np.array_equal(ours.decision_function(test_x), by_hand.decision_function(test_x))
+
+
+def test_consistency_does_not_standardise_unless_asked():
+    train, test = _patch_data(120, 0), _patch_data(120, 1)
+    model, relevance = OffsetPatchModel(painter=0), torch.ones(2, 2)
+    plain = consistency(model, train, test, relevance, concepts=[0], lam=2.0, samples=50)
+    scaled = consistency(model, train, test, relevance, concepts=[0], lam=2.0, samples=50, standardize=True)
+    assert plain["per_concept"]["0"] <= 0.6  # the paper's plain SVM, on features far from the origin
+    assert scaled["per_concept"]["0"] > 0.95

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MetricOptions:
-    """The metric options as typed; `report` sets only samples, consistency_samples and concepts."""
+    """The metric options as typed; `report` sets only samples, consistency_samples, concepts and
+    standardize."""
 
     lpips: str | None = None
     lpips_weights: Path | None = None
@@ -34,6 +35,7 @@ class MetricOptions:
     lam: float = 2.0
     consistency_samples: int = 100
     concepts: str | None = None
+    standardize: bool = False
 
 
 def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size: int, run: Run) -> Settings:
@@ -63,6 +65,7 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
         lam=options.lam,
         consistency_samples=options.consistency_samples,
         concepts=parse_indices(concepts, facts.num_concepts) if concepts is not None else None,
+        standardize=options.standardize,
         lpips=str(options.lpips) if options.lpips is not None else None,
         lpips_weights=str(options.lpips_weights) if options.lpips_weights else None,
         fid_features=str(options.fid_features),

@@ -95,6 +95,15 @@ Concepts = Annotated[
     str | None,
     typer.Option("--concepts", help="Concepts to score, e.g. 0,3,5 or 0-15 [default: all K].", rich_help_panel=CONSIST),
 ]
+Standardize = Annotated[
+    bool,
+    typer.Option(
+        "--standardize",
+        help="Scale each layer2 feature to zero mean, unit variance (fitted on the train renders) before the "
+        "SVM [default: off, the paper's plain linear SVM].",
+        rich_help_panel=CONSIST,
+    ),
+]
 METRIC_OPTIONS = option_group(
     MetricOptions,
     lpips=(Lpips, None),
@@ -107,6 +116,7 @@ METRIC_OPTIONS = option_group(
     lam=(Lambda, 2.0),
     consistency_samples=(ConsistencySamples, 100),
     concepts=(Concepts, None),
+    standardize=(Standardize, False),
 )
 
 

@@ -95,6 +95,14 @@ def report(
             "--consistency-samples", help="Consistency: samples per concept and split.", rich_help_panel=METRICS
         ),
     ] = 100,
+    standardize: Annotated[
+        bool,
+        typer.Option(
+            "--standardize",
+            help="Consistency: standardise the SVM's features first [default: off, the paper's plain SVM].",
+            rich_help_panel=METRICS,
+        ),
+    ] = False,
     batch_size: common.BatchSize = 64,
     run: Run = SEEDED_RUNTIME,
 ) -> None:
@@ -122,7 +130,9 @@ def report(
     lambda_values = parse_floats(lambdas, "--lambdas")
     facts = common.read_model(model_path)
     shown = parse_indices(concepts, facts.num_concepts) if concepts else list(range(facts.num_concepts))
-    options = MetricOptions(samples=samples, consistency_samples=consistency_samples, concepts=concepts)
+    options = MetricOptions(
+        samples=samples, consistency_samples=consistency_samples, concepts=concepts, standardize=standardize
+    )
     settings = build_settings(options, facts, batch_size, run)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")

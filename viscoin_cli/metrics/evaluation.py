@@ -43,6 +43,7 @@ class Settings:
     lam: float = 2.0  # consistency λ
     consistency_samples: int = 100  # per concept and split
     concepts: list[int] | None = None  # consistency: None = all K
+    standardize: bool = False  # consistency: standardise the SVM's features (option; the paper does not)
     lpips: str | None = None  # alex | vgg | none; None = alex when its weights are in the torch hub cache
     lpips_weights: str | None = None
     fid_features: str = "classifier"
@@ -278,6 +279,7 @@ class Evaluation:
                 batch_size=self.settings.batch_size,
                 device=self.rt.device,
                 on_concept=lambda _concept, accuracy: progress.advance(1, last=accuracy),
+                standardize=self.settings.standardize,
             )
         return {"samples": self.settings.consistency_samples, "concepts": len(concepts), **result}
 

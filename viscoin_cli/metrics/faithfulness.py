@@ -30,6 +30,14 @@ def random_like(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return ranks < mask.sum(1, keepdim=True)
 
 
+def median(values: torch.Tensor) -> float:
+    """The usual median: the middle value, or the mean of the two middle values for an even count
+    (`torch.median` returns the lower of the two)."""
+    ordered = values.flatten().double().sort().values
+    middle = len(ordered) // 2
+    return ordered[middle].item() if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]).item() / 2
+
+
 def probability_of(
     model, concept_maps: torch.Tensor, support: torch.Tensor, classes: torch.Tensor, predictor: str
 ) -> torch.Tensor:
@@ -50,7 +58,8 @@ def faithfulness(
     device: torch.device | str = "cpu",
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Median (and mean) FF per threshold, beside the random baseline, over the samples in `encoded`.
+    """Median (the usual one, see `median`) and mean FF per threshold, beside the random baseline, over the
+    samples in `encoded`.
 
     `on_batch(n)` is called after each batch of n samples (progress display).
     """
@@ -80,8 +89,8 @@ def faithfulness(
     for threshold, lists in values.items():
         ff, rand, zeroed = (torch.cat(lists[key]) for key in ("ff", "random", "zeroed"))
         result[f"{threshold:g}"] = {
-            "median": ff.median().item(),
-            "random_median": rand.median().item(),
+            "median": median(ff),
+            "random_median": median(rand),
             "mean": ff.mean().item(),
             "random_mean": rand.mean().item(),
             "mean_concepts_zeroed": zeroed.mean().item(),
