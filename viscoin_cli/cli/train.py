@@ -70,7 +70,7 @@ def train(
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.", rich_help_panel=MODEL)] = 1e-4,
     lpips: Annotated[
         LpipsNet | None,
-        typer.Option(help="LPIPS backbone: alex, vgg or none [default: alex; none for digits].", rich_help_panel=MODEL),
+        typer.Option(help="LPIPS backbone [default: alex; none for digits].", rich_help_panel=MODEL),
     ] = None,
     lpips_weights: Annotated[
         Path | None,
