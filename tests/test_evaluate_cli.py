@@ -289,3 +289,60 @@ def test_lpips_with_a_weights_file_and_a_ceiling(tiny_model, tmp_path):
     assert [c["passed"] for c in document["checks"]] == [True, False]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("check failed: reconstruction.mse = ") and "above 0" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def nan_model(tiny_model):
+    """The tiny model with a NaN in its head: every probability it gives is NaN."""
+    from viscoin_cli.io.checkpoint import load_checkpoint, save_checkpoint
+
+    tensors, meta = load_checkpoint(tiny_model, kind="viscoin")
+    tensors = dict(tensors)
+    tensors["theta.linear.weight"] = torch.full_like(tensors["theta.linear.weight"], float("nan"))
+    return save_checkpoint(
+        tiny_model.parent / "nan.safetensors",
+        tensors,
+        kind="viscoin",
+        config=meta.config,
+        dataset=meta.dataset,
+        step=meta.step,
+        parents=meta.parents,
+        extra=meta.extra,
+    )
+
+
+def test_a_nan_metric_fails_every_gate_and_stays_valid_json(nan_model):
+    args = ["evaluate", "faithfulness", "--model", nan_model, *SMALL, "--json"]
+    result = run_cli(*args, "--fail-under", "faithfulness=-1", "--fail-over", "faithfulness.0.2.mean=1e9")
+    assert result.exit_code == 1, result.output  # before: NaN < -1 is false, so the gate passed
+    document = json.loads(result.stdout)  # before: bare NaN, which is not JSON
+    assert document["metrics"]["faithfulness"]["0.2"]["median"] is None
+    assert "faithfulness.0.2.median" in document["non_finite"]["keys"]
+    assert [c["passed"] for c in document["checks"]] == [False, False]
+    assert all(c["value"] is None and c["reason"] == "not a finite number" for c in document["checks"])
+    assert "not finite" in result.stderr and "faithfulness.0.2.median is not a finite number" in result.stderr
+
+
+def test_check_fails_on_non_finite_values():
+    from viscoin_cli.metrics.checks import Check
+
+    for direction in ("under", "over"):
+        check = Check("accuracy.g", 0.5, direction, "accuracy")
+        assert check.failed(float("nan")) and check.failed(None)
+    assert Check("fid", 10.0, "over", "fid").failed(float("inf"))
+    assert not Check("accuracy.g", 0.5, "under", "accuracy").failed(0.9)
+
+
+def test_json_output_never_holds_nan(capsys):
+    from viscoin_cli.console import print_json
+
+    print_json({"a": float("nan"), "b": [1.5, float("-inf")], "c": {"d": float("inf"), "e": "NaN"}})
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    assert json.loads(capsys.readouterr().out, parse_constant=refuse) == {
+        "a": None,
+        "b": [1.5, None],
+        "c": {"d": None, "e": "NaN"},
+    }

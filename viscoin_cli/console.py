@@ -7,6 +7,7 @@ plain line every few seconds, so logs stay readable. `--quiet` and non-main rank
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -32,9 +33,20 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def print_json(document: Any) -> None:
-    """The one JSON document a `--json` command prints on stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    """The one JSON document a `--json` command prints on stdout. Always valid JSON: a number that is not
+    finite (a broken model's NaN) is written as null, never as the bare `NaN` that JSON parsers refuse."""
+    sys.stdout.write(json.dumps(_finite_or_null(document), indent=2, sort_keys=False, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 class Progress:

@@ -185,9 +185,17 @@ def evaluate(
 
 def report_checks(document: dict[str, Any], console) -> None:
     """One stderr line per failed check, then exit 1 if any failed."""
+    if "non_finite" in document:
+        keys = document["non_finite"]["keys"]
+        console.print(
+            f"warning: {len(keys)} number(s) are not finite (NaN or inf), e.g. {keys[0]}: is the model broken?"
+        )
     failed = [result for result in document.get("checks", []) if not result["passed"]]
     for result in failed:
         bound = result.get("fail_under", result.get("fail_over"))
+        if result["value"] is None:
+            console.print(f"check failed: {result['key']} is not a finite number")
+            continue
         relation = "below" if "fail_under" in result else "above"
         console.print(f"check failed: {result['key']} = {result['value']:.4g} is {relation} {bound:g}")
     if failed:

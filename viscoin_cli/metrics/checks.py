@@ -7,6 +7,7 @@ parses checks against these names before it loads anything.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,11 @@ class Check:
     direction: str  # "under" | "over"
     given: str  # as typed, for messages
 
-    def failed(self, value: float) -> bool:
+    def failed(self, value: float | None) -> bool:
+        """A value that is not a finite number (NaN, inf, or null in the JSON) fails every gate: with NaN,
+        `value < bound` alone would be false and a broken model would pass."""
+        if value is None or not math.isfinite(value):
+            return True
         return value < self.bound if self.direction == "under" else value > self.bound
 
 
@@ -93,13 +98,22 @@ def run_checks(document: dict[str, Any], checks: Iterable[Check]) -> list[dict[s
     flat = flatten(document["metrics"])
     results = []
     for check in checks:
-        value = flat[check.key]
-        results.append(
-            {
-                "key": check.key,
-                "fail_" + check.direction: check.bound,
-                "value": value,
-                "passed": not check.failed(value),
-            }
-        )
+        value = flat.get(check.key)  # absent: a null in the document, i.e. not a finite number
+        result = {"key": check.key, "fail_" + check.direction: check.bound, "value": value}
+        if value is None or not math.isfinite(value):
+            result.update(value=None, reason="not a finite number")
+        results.append({**result, "passed": not check.failed(value)})
     return results
+
+
+def null_non_finite(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """Replace every NaN/inf number in nested dicts by None (JSON null) in place; the dotted keys replaced."""
+    replaced = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            replaced += null_non_finite(value, path + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            tree[key] = None
+            replaced.append(path)
+    return replaced

@@ -22,7 +22,7 @@ from viscoin_cli.console import Progress, make_console
 from viscoin_cli.errors import UserError
 from viscoin_cli.interpret.encode import Encoded, encode_dataset
 from viscoin_cli.io.checkpoint import CheckpointMeta, sha256_file
-from viscoin_cli.metrics.checks import Check, expected_keys, run_checks, validate_checks
+from viscoin_cli.metrics.checks import Check, expected_keys, null_non_finite, run_checks, validate_checks
 from viscoin_cli.runtime import Runtime
 
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.4)
@@ -299,6 +299,9 @@ class Evaluation:
         self.prepare(metrics)
         validate_checks(checks, expected_keys(metrics, self.settings, self.num_concepts, self.lpips_on), metrics)
         document = self.document(self.run(metrics))
+        non_finite = null_non_finite(document["metrics"])
+        if non_finite:  # a broken model (NaN weights or outputs): null in the JSON, said once, gates fail
+            document["non_finite"] = {"keys": non_finite, "reason": "not a finite number (NaN or inf)"}
         if checks:
             document["checks"] = run_checks(document, checks)
         return document
