@@ -320,7 +320,8 @@ def test_a_nan_metric_fails_every_gate_and_stays_valid_json(nan_model):
     assert "faithfulness.0.2.median" in document["non_finite"]["keys"]
     assert [c["passed"] for c in document["checks"]] == [False, False]
     assert all(c["value"] is None and c["reason"] == "not a finite number" for c in document["checks"])
-    assert "not finite" in result.stderr and "faithfulness.0.2.median is not a finite number" in result.stderr
+    assert "faithfulness.0.2.median is not a finite number" in result.stderr
+    assert "1 weight tensor(s) with NaN or inf values (e.g. theta.linear.weight)" in result.stderr  # said at load
 
 
 def test_check_fails_on_non_finite_values():

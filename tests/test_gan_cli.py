@@ -237,3 +237,17 @@ def test_fid_classifier_features_need_a_classifier(tmp_path):
         run_cli("finetune-gan", *TINY, "--fid-features", "classifier", "--out", tmp_path / "x")
     )
     assert "--fid-classifier" in line
+
+
+def test_generate_says_when_the_weights_are_not_finite(tmp_path):
+    from conftest import save_tiny_generator
+
+    from viscoin_cli.io.checkpoint import load_checkpoint, save_checkpoint
+
+    tensors, meta = load_checkpoint(save_tiny_generator(tmp_path / "G.safetensors"), kind="generator")
+    name = next(k for k, t in tensors.items() if t.is_floating_point() and k.startswith("synthesis"))
+    tensors = {**tensors, name: torch.full_like(tensors[name], float("inf"))}
+    broken = save_checkpoint(tmp_path / "inf.safetensors", tensors, kind="generator", config=meta.config)
+    result = run_cli("generate", "--generator", broken, "--seeds", "0-1", "--out", tmp_path / "g.png")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("warning:") == 1 and f"(e.g. {name})" in result.stderr

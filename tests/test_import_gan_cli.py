@@ -28,9 +28,12 @@ G_KWARGS = dict(
 D_KWARGS = dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=128, channel_max=16)
 
 
-def nvidia_pickle(path, source=""):
+def nvidia_pickle(path, source="", break_weights=False):
     torch.manual_seed(0)
     G, D = Generator(**G_KWARGS), Discriminator(**D_KWARGS)
+    if break_weights:  # a diverged network: NaN in D's first layer
+        with torch.no_grad():
+            next(D.parameters()).fill_(float("nan"))
     data = {
         "G": as_persistent(G, "Generator", G_KWARGS),
         "G_ema": as_persistent(G, "Generator", G_KWARGS),
@@ -117,3 +120,10 @@ def test_quiet_is_not_an_option_of_import_gan(tmp_path):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: No such option: --quiet"), result.stderr
+
+
+def test_import_says_when_the_weights_are_not_finite(tmp_path):
+    src, _ = nvidia_pickle(tmp_path / "diverged.pkl", break_weights=True)
+    result = run_cli("import-gan", src, tmp_path / "G.safetensors")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("warning:") == 1 and "(D) has 1 weight tensor(s) with NaN" in result.stderr

@@ -49,6 +49,15 @@ def _finite_or_null(value: Any) -> Any:
     return value
 
 
+def warn_non_finite(names: list[str], what: str) -> None:
+    """One stderr line when a network's weights hold NaN or inf: every number computed from it will too."""
+    if names:
+        sys.stderr.write(
+            f"warning: {what} has {len(names)} weight tensor(s) with NaN or inf values (e.g. {names[0]}); "
+            "its outputs will not be finite numbers\n"
+        )
+
+
 class Progress:
     """A progress display for one loop: `with Progress(console, total, "epoch 1/10") as p: p.advance(1, loss=..)`."""
 

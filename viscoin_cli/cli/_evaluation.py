@@ -75,13 +75,14 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
 
 def open_model(facts: common.ModelFacts, inputs: common.Inputs, run: Run, settings: Settings) -> Evaluation:
     """The runtime (seeded), then the model with its parents, ready to evaluate on its data."""
-    from viscoin_cli.console import make_console
+    from viscoin_cli.console import make_console, warn_non_finite
+    from viscoin_cli.io.checkpoint import non_finite_tensors
     from viscoin_cli.metrics.evaluation import open_evaluation
     from viscoin_cli.runtime import setup_runtime
 
     console = make_console(quiet=run.quiet or run.json_out)
     rt = setup_runtime(device=run.device, precision=run.precision, seed=run.seed)
-    return open_evaluation(
+    evaluation = open_evaluation(
         facts.path,
         rt,
         settings,
@@ -91,3 +92,5 @@ def open_model(facts: common.ModelFacts, inputs: common.Inputs, run: Run, settin
         generator=inputs.generator,
         console=console,
     )
+    warn_non_finite(non_finite_tensors(evaluation.model.state_dict()), f"{facts.path} (with its f and G)")
+    return evaluation

@@ -64,6 +64,8 @@ def generate(
     import numpy as np
     import torch
 
+    from viscoin_cli.console import warn_non_finite
+    from viscoin_cli.io.checkpoint import non_finite_tensors
     from viscoin_cli.io.images import save_grid
     from viscoin_cli.nets.stylegan2 import load_generator
     from viscoin_cli.runtime import setup_runtime
@@ -74,6 +76,7 @@ def generate(
     out = out or Path(f"generated.{fmt}")
     rt = setup_runtime(device=device)
     G, meta = load_generator(generator, rt.device)
+    warn_non_finite(non_finite_tensors(G.state_dict()), str(meta.path))
     if G.c_dim and class_index is None:
         raise UserError(f"{meta.path} is a conditional generator: pass --class (0..{G.c_dim - 1})")
     if not G.c_dim and class_index is not None:

@@ -80,8 +80,10 @@ def import_gan(
 
 def _build(cls: type, data, src: Path, name: str):
     """Instantiate our network from the pickle's constructor arguments and load its weights strictly."""
-    from viscoin_cli.io.checkpoint import build_from_config, load_into
+    from viscoin_cli.console import warn_non_finite
+    from viscoin_cli.io.checkpoint import build_from_config, load_into, non_finite_tensors
 
     net = build_from_config(cls, data.init_kwargs, src, name)
     load_into(net, data.state_dict, f"{src} ({name})")
+    warn_non_finite(non_finite_tensors(net.state_dict()), f"{src} ({name})")
     return net.eval()

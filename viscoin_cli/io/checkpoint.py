@@ -318,3 +318,12 @@ def parent_record(path: str | os.PathLike) -> dict[str, str]:
     """How a checkpoint records one it was derived from: its content hash and where it was."""
     path = Path(path)
     return {"sha256": sha256_file(path), "path": str(path.resolve())}
+
+
+def non_finite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity (a diverged or tampered network)."""
+    return [
+        name
+        for name, tensor in tensors.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
