@@ -132,3 +132,24 @@ def test_bad_choice_is_one_line(command, option, value, tmp_path):
     line = assert_one_line_error(run_cli(command, option, value, "--out", tmp_path / "o"))
     assert value in line
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_resume_refuses_a_length_below_what_is_done(tiny_model, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("options.json", "latest.state.safetensors"):
+        (run / name).write_bytes((tiny_model.parent / name).read_bytes())
+    before = (run / "options.json").read_text()
+    line = assert_one_line_error(run_cli("train", "--resume", run, "--iterations", "2"))  # the run did 4
+    assert "--iterations 2" in line and "already done 4" in line
+    assert (run / "options.json").read_text() == before  # refused before anything was rewritten
+
+
+def test_gan_length_is_compared_in_kimg(tmp_path):
+    from viscoin_cli.io.checkpoint import save_state
+    from viscoin_cli.training.gan import GanConfig
+
+    save_state(tmp_path / "latest.state.safetensors", {"tick": 1}, step=2048)  # 2.048 kimg shown
+    with pytest.raises(UserError, match="--kimg 2: .* already done 2.048"):
+        GanConfig(kimg=2.0).check_length(tmp_path / "latest.state.safetensors")
+    GanConfig(kimg=2.048).check_length(tmp_path / "latest.state.safetensors")

@@ -74,6 +74,7 @@ class ClassifierConfig(TrainConfig):
 
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({"epochs"})
     FLAGS: ClassVar[dict[str, str]] = {"milestones": "--lr-steps"}
+    LENGTH: ClassVar[str | None] = "epochs"
 
     @classmethod
     def preset(cls, dataset: str) -> dict[str, Any]:

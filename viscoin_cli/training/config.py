@@ -41,6 +41,8 @@ class TrainConfig:
     RUNTIME: ClassVar[frozenset[str]] = frozenset({"workers", "device", "precision", "world_size"})
     RESUMABLE: ClassVar[frozenset[str]] = frozenset()  # fields a `--resume` may change: the length of training
     FLAGS: ClassVar[dict[str, str]] = {}  # field -> command-line flag, where they differ
+    LENGTH: ClassVar[str | None] = None  # the field that says how long to train, in the resume state's steps
+    LENGTH_PER_STEP: ClassVar[float] = 1.0  # ... times this (the GAN counts images, its length is kimg)
 
     # --- making one ------------------------------------------------------------------------------------
     @classmethod
@@ -82,7 +84,22 @@ class TrainConfig:
             return saved
         config = cls.from_json({**saved.to_json(), **changes}, "options")
         config.check()
+        config.check_length(Path(options_file).parent / "latest.state.safetensors")
         return config
+
+    def check_length(self, state_file: Path) -> None:
+        """A resumed run may be made longer, not shorter than what it has already done: a shorter length
+        would end at once and rewrite options.json with a length the weights do not match."""
+        if self.LENGTH is None or not state_file.is_file():
+            return
+        from viscoin_cli.io.checkpoint import read_meta
+
+        done = read_meta(state_file, kind="state").step * self.LENGTH_PER_STEP
+        if getattr(self, self.LENGTH) < done:
+            raise UserError(
+                f"{self.flag(self.LENGTH)} {getattr(self, self.LENGTH):g}: the run in {state_file.parent} has "
+                f"already done {done:g}; pass at least that to continue it"
+            )
 
     @classmethod
     def flag(cls, name: str) -> str:

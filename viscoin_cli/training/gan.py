@@ -170,6 +170,8 @@ class GanConfig(TrainConfig):
             "fid_images",
         )
     )
+    LENGTH: ClassVar[str | None] = "kimg"
+    LENGTH_PER_STEP: ClassVar[float] = 1e-3  # the resume state counts real images shown
 
     @classmethod
     def preset(cls, dataset: str) -> dict[str, Any]:

@@ -89,6 +89,7 @@ class VisCoINConfig(TrainConfig):
 
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({"iterations", "log_every", "grid_every"})
     FLAGS: ClassVar[dict[str, str]] = {"num_concepts": "--concepts"}
+    LENGTH: ClassVar[str | None] = "iterations"
 
     @classmethod
     def preset(cls, dataset: str) -> dict[str, Any]:
