@@ -67,17 +67,15 @@ class Run:
     seed: int = 0
 
 
+# How a command runs and what it prints: shared by the interpretation and the training commands.
+_DEVICE = {"device": (o.Device, "auto")}
+_OUTPUT = {"precision": (o.Precision, "fp32"), "workers": (o.Workers, None), "quiet": (o.Quiet, False)}
+_OUTPUT |= {"json_out": (o.Json, False)}
+
+
 def _runtime(*, seed: bool) -> OptionGroup:
     seeded = {"seed": (o.Seed, 0)} if seed else {}
-    return option_group(
-        Run,
-        device=(o.Device, "auto"),
-        **seeded,
-        precision=(o.Precision, "fp32"),
-        workers=(o.Workers, None),
-        quiet=(o.Quiet, False),
-        json_out=(o.Json, False),
-    )
+    return option_group(Run, **_DEVICE, **seeded, **_OUTPUT)
 
 
 RUNTIME = _runtime(seed=False)  # commands whose results need no random numbers
@@ -103,11 +101,8 @@ TRAINING_RUN = option_group(
     out=(o.Out, None),
     resume=(o.Resume, None),
     force=(o.Force, False),
-    device=(o.Device, "auto"),
-    precision=(o.Precision, "fp32"),
-    workers=(o.Workers, None),
-    quiet=(o.Quiet, False),
-    json_out=(o.Json, False),
+    **_DEVICE,
+    **_OUTPUT,
 )
 
 

@@ -46,11 +46,10 @@ def run_training(
     """Run one training command: `run` is its run-folder and runtime options, `fields` its other options
     (the command function's `locals()`), which are the config's fields.
 
-        `train(config, run, rt, console, resume=...)` does the work and returns a JSON-ready summary;
-        `describe(summary)` is what a person reads instead of the JSON; `prepare(config)` completes a new
-        run's config from files it names (e.g. a fine-tuned generator's architecture), after the run folder
-        is chosen and before options.json is written; `parsers` turn option texts into field values (e.g.
-    "30,60" into [30, 60]).
+    `train(config, folder, rt, console, resume=...)` does the work and returns a JSON-ready summary;
+    `describe(summary)` is what a person reads instead of the JSON; `prepare(config)` completes a new run's
+    config from files it names (e.g. a fine-tuned generator's architecture), after the run folder is chosen
+    and before options.json is written; `parsers` turn option texts into field values ("30,60" → [30, 60]).
     """
     from viscoin_cli.console import make_console, print_json
     from viscoin_cli.runtime import setup_runtime, shutdown_runtime
