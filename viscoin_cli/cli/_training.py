@@ -71,8 +71,9 @@ def run_training(
         config = config_type.resume(Path(resume) / "options.json", given)
     rt = setup_runtime(device=run.device, precision=run.precision, seed=config.seed)
     console = make_console(quiet=run.quiet, enabled=rt.is_main)
+    folder = None
     try:
-        folder, resuming = open_run(
+        folder, resuming = open_run(  # locks the folder (one run per folder) until folder.close() below
             rt, out=run.out, resume=resume, force=run.force, default_name=f"{name}-{config.dataset}"
         )
         if prepare is not None and not resuming:
@@ -87,6 +88,8 @@ def run_training(
             config.write(folder.options)
         summary = train(config, folder, rt, console, resume=resuming)
     finally:
+        if folder is not None:
+            folder.close()
         shutdown_runtime(rt)
     if not rt.is_main:
         return

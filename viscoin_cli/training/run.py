@@ -6,12 +6,17 @@ DIR/metrics.jsonl              one JSON object per logging step
 DIR/latest.safetensors         the newest weights (a normal checkpoint)
 DIR/latest.state.safetensors   everything resume needs (weights, optimizer, counters, ...)
 DIR/best.safetensors           a copy of the best weights, where "best" makes sense
+DIR/.lock                      while a run goes on: its PID and host, under an exclusive flock (one run per folder)
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,17 @@ from torch.utils.data import Sampler
 from viscoin_cli.errors import UserError
 from viscoin_cli.runtime import Runtime
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so no lock (two runs in one folder are not caught there)
+    fcntl = None
+
 DEFAULT_RUNS_DIR = Path("checkpoints") / "runs"
 # What a run writes; `--force` removes exactly these from a non-empty folder, nothing else.
 _ARTEFACT_PATTERNS = ("options.json", "metrics.jsonl", "summary.json", "*.safetensors", "*.png")
+LOCK_NAME = ".lock"
+# What a killed write leaves: `.NAME.PID.tmp` (checkpoints, grids) and NAME.tmp (options.json, metrics.jsonl).
+_STRAY = re.compile(r"\..+\.\d+\.tmp|(options\.json|metrics\.jsonl)\.tmp")
 
 
 class RunFolder:
@@ -35,9 +48,26 @@ class RunFolder:
         self.latest = path / "latest.safetensors"
         self.state = path / "latest.state.safetensors"
         self.best = path / "best.safetensors"
+        self._lock: int | None = None  # the fd holding DIR/.lock (rank 0 of a run that `open_run` opened)
 
     def __str__(self) -> str:
         return str(self.path)
+
+    def close(self) -> None:
+        """Let go of the folder: remove DIR/.lock while still holding it, then unlock (a no-op when not held)."""
+        fd, self._lock = self._lock, None
+        if fd is None:
+            return
+        try:
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+        finally:
+            os.close(fd)  # closing the last fd on the lock's open file releases the flock
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     # -- metrics --------------------------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
@@ -60,8 +90,63 @@ class RunFolder:
 
 def _is_empty(path: Path) -> bool:
     """No folder, an empty one, or one with nothing but options.json: a run stopped by an error at its start
-    (missing weights, a bad dataset, ...) may be started again in the same --out without --force."""
-    return not path.exists() or (path.is_dir() and all(p.name == "options.json" for p in path.iterdir()))
+    (missing weights, a bad dataset, ...) may be started again in the same --out without --force.
+    The lock file and what killed writes left behind do not count."""
+    return not path.exists() or (
+        path.is_dir() and all(p.name in ("options.json", LOCK_NAME) or _STRAY.fullmatch(p.name) for p in path.iterdir())
+    )
+
+
+def _remove_strays(path: Path) -> None:
+    """Remove the temporary files of atomic writes a killed run left (safe once we hold the folder's lock:
+    no other run writes there)."""
+    for file in path.iterdir():
+        if _STRAY.fullmatch(file.name) and file.is_file():
+            file.unlink(missing_ok=True)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from what it wrote into the lock file: "pid 1234" (or "pid 1234 on HOST")."""
+    try:
+        pid, _, host = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
+    except OSError:
+        pid, host = "", ""
+    if not pid:
+        return "pid unknown"
+    return f"pid {pid}" if host in ("", socket.gethostname()) else f"pid {pid} on {host}"
+
+
+def _lock(folder: Path, label: str, advice: str) -> int | None:
+    """Take the exclusive lock of a run folder: the fd that holds it, None where locks do not exist.
+
+    flock belongs to the open file, so the kernel releases it when the process dies however it dies: a lock
+    file left by a killed run is stale simply by being lockable. The fd is not inherited across exec (PEP 446);
+    forked DataLoader workers do share the open file, so a SIGKILLed run's lock lasts until its workers, which
+    watch their parent, exit too.
+    """
+    if fcntl is None:
+        return None
+    path = folder / LOCK_NAME
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = _holder(fd) if err.errno in (errno.EWOULDBLOCK, errno.EACCES) else None
+            os.close(fd)
+            if holder is None:  # a file system without flock (ENOLCK, ENOTSUP, ...): run without a lock
+                return None
+            raise UserError(f"{label} is in use by another viscoin run ({holder}); {advice}") from None
+        try:  # the run before us removes the file as it lets go: the lock must be on the file the folder has
+            current = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+    raise UserError(f"{label}: could not take the lock {path}; {advice}")
 
 
 def _remove_artefacts(path: Path) -> None:
@@ -75,7 +160,7 @@ def _default_out(name: str) -> Path:
     """checkpoints/runs/NAME, or NAME-2, NAME-3, ... when taken: a default never collides."""
     candidate = DEFAULT_RUNS_DIR / name
     suffix = 2
-    while not _is_empty(candidate):
+    while not _is_empty(candidate) or (candidate / LOCK_NAME).exists():
         candidate = DEFAULT_RUNS_DIR / f"{name}-{suffix}"
         suffix += 1
     return candidate
@@ -84,10 +169,12 @@ def _default_out(name: str) -> Path:
 def open_run(
     rt: Runtime, *, out: Path | None, resume: Path | None, force: bool, default_name: str
 ) -> tuple[RunFolder, bool]:
-    """Pick and prepare the run folder; returns it and whether this is a resume.
+    """Pick, lock and prepare the run folder; returns it and whether this is a resume.
 
-    A non-empty `--out` is refused unless `--force` (which removes the old run's artefacts only).
-    All ranks get the same folder; only rank 0 touches the disk.
+    A non-empty `--out` is refused unless `--force` (which removes the old run's artefacts only); a folder
+    another run holds is refused whatever the options, before anything in it is written or removed. The
+    returned folder holds the lock until `close()` (or the process's end). All ranks get the same folder;
+    only rank 0 touches the disk (and takes the lock).
     """
     if resume is not None:
         if out is not None and Path(out).resolve() != Path(resume).resolve():
@@ -97,6 +184,7 @@ def open_run(
             raise UserError(f"--resume {resume}: no such folder")
         if not run.options.is_file() or not run.state.is_file():
             raise UserError(f"--resume {resume}: no run to resume (options.json or latest.state.safetensors missing)")
+        _share_outcome(rt, lambda: _take(run, f"--resume {resume}", "wait for it to finish before resuming it"))
         return run, True
 
     if out is None:
@@ -105,20 +193,57 @@ def open_run(
             box = [str(path)]
             dist.broadcast_object_list(box, src=0)
             path = Path(box[0])
+        label = str(path)
     else:
-        path = Path(out)
+        path, label = Path(out), f"--out {out}"
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {out}: exists and is not a folder")
+    run = RunFolder(path)
+
+    def clear() -> None:  # under the lock: no other run can fill the folder between the check and the removal
         if not _is_empty(path) and not force:
             raise UserError(
-                f"--out {out} is not empty: pass --resume {out} to continue that run or --force to overwrite it"
+                f"{label} is not empty: pass --resume {path} to continue that run or --force to overwrite it"
             )
-    if rt.is_main:
-        path.mkdir(parents=True, exist_ok=True)
         _remove_artefacts(path)
+
+    def prepare() -> None:
+        path.mkdir(parents=True, exist_ok=True)  # a lock file needs its folder
+        _take(run, label, "wait for it to finish or pick another --out", clear)
+
+    _share_outcome(rt, prepare)
+    return run, False
+
+
+def _take(run: RunFolder, label: str, advice: str, clear: Callable[[], None] | None = None) -> None:
+    """Lock the folder for `run`, run `clear()` (checks and removals that need the lock), then remove what
+    killed writes left there; a refusal leaves the folder unlocked and as it was."""
+    run._lock = _lock(run.path, label, advice)
+    try:
+        if clear is not None:
+            clear()
+        _remove_strays(run.path)
+    except BaseException:
+        run.close()
+        raise
+
+
+def _share_outcome(rt: Runtime, prepare: Callable[[], None]) -> None:
+    """Rank 0 runs `prepare()`; every rank raises the UserError it raised (so none waits for a folder that
+    will not come), or goes on once it is done."""
+    error = None
+    if rt.is_main:
+        try:
+            prepare()
+        except UserError as err:
+            if not rt.distributed:
+                raise
+            error = str(err)
     if rt.distributed:
-        dist.barrier()
-    return RunFolder(path), False
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None:
+            raise UserError(box[0])
 
 
 class TickBatches(Sampler[list[int]]):
