@@ -120,6 +120,21 @@ def test_xflip_gives_the_image_or_its_mirror_per_sample():
     assert same.any() and mirrored.any()
 
 
+@pytest.mark.parametrize(("strength", "flipped"), [(0.0, 0.0), (1.0, 0.5), (0.1, 0.05)])
+def test_xflip_strength_scales_the_probability_of_a_flip(strength, flipped):
+    """At p = 1, x-flip draws a flip or not for a sample with probability `strength` (NVIDIA's `xflip`
+    multiplier) and then flips with probability 1/2: 'bgc' (1) flips half the samples, the paper's 0.1 for
+    Stanford Cars 5%, and 0 none."""
+    batch = 40_000
+    params = make_pipe(1.0, xflip=strength).sample_params((batch, 3, 8, 8), generator=seeded())
+    if strength == 0:
+        assert params.geometry is None  # no draw at all
+        return
+    signs = params.geometry[:, 0, 0]
+    assert set(signs.unique().tolist()) == {-1.0, 1.0}
+    assert (signs < 0).float().mean().item() == pytest.approx(flipped, abs=4 * math.sqrt(flipped / batch))
+
+
 def test_rotate90_gives_quarter_turns():
     images = smooth_images(16)
     out = make_pipe(1.0, rotate90=1)(images, seeded())

@@ -81,10 +81,13 @@ RELEASE_OPTIONS = {
 }  # fmt: skip
 
 
+ADDED_OPTIONS = {"xflip_strength": 1.0}  # keys added since, with the value that keeps the released behaviour
+
+
 def test_options_json_keeps_the_released_keys_and_values(gan_run):
     out, _ = gan_run
     options = json.loads((out / "options.json").read_text())
-    assert {k: v for k, v in options.items() if k not in ("G_kwargs", "D_kwargs")} == RELEASE_OPTIONS
+    assert {k: v for k, v in options.items() if k not in ("G_kwargs", "D_kwargs")} == RELEASE_OPTIONS | ADDED_OPTIONS
     assert options["G_kwargs"]["mapping_kwargs"] == {"num_layers": 1} and options["D_kwargs"]["img_resolution"] == 16
 
 
@@ -94,6 +97,9 @@ def test_older_options_json_gets_the_released_fallbacks():
     older = {k: v for k, v in RELEASE_OPTIONS.items() if k not in ("style_mixing", "pl_weight", "fid_images")}
     config = GanConfig.from_json(older, "options.json")
     assert (config.style_mixing, config.pl_weight, config.fid_images) == (0.9, 2.0, 2000)
+    assert GanConfig.from_json(RELEASE_OPTIONS, "options.json").to_json() == {
+        **RELEASE_OPTIONS, **ADDED_OPTIONS, "G_kwargs": {}, "D_kwargs": {}
+    }  # fmt: skip
 
 
 def test_finetune_from_a_generator_checkpoint(gan_run, tmp_path):
@@ -105,12 +111,14 @@ def test_finetune_from_a_generator_checkpoint(gan_run, tmp_path):
     assert options["discriminator"].endswith("latest.D.safetensors") and options["ada_kimg"] == 100
 
 
-def test_finetuning_refuses_architecture_options(gan_run, tmp_path):
-    out, _ = gan_run
-    line = assert_one_line_error(
-        run_cli("finetune-gan", *TINY, "--resume-from", out / "latest.safetensors", "--out", tmp_path / "x")
-    )
-    assert "--cbase" in line and "--map" in line and "architecture" in line
+def test_finetuning_with_the_checkpoints_own_network_options_copies_everything(gan_run, tmp_path):
+    out, _ = gan_run  # TINY's network options are those of the run's networks
+    result = run_cli("finetune-gan", *TINY, "--kimg", "0.064", "--resume-from", out / "latest.safetensors",
+                     "--out", tmp_path / "same", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)["resume_from"]
+    for net in ("generator", "discriminator"):
+        assert record[net]["copied"] == record[net]["total"] and not record[net]["fresh"] and not record[net]["dropped"]
 
 
 def test_resume_refuses_to_change_the_training_setup(gan_run):

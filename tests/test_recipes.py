@@ -71,13 +71,16 @@ def test_the_doc_parser():
 # --- fake data and pickles in the doc's names ------------------------------------------------------------
 
 
+MAPPING_LAYERS = 8  # of the fake NVIDIA generators, as in NVIDIA's: a recipe's --map 2 drops the deeper six
+
+
 def _ada_pickle(path: Path) -> None:
     """A stylegan2-ada-pytorch network pickle (persistence format), like NVIDIA's released ones."""
     from viscoin_cli.nets.stylegan2 import Discriminator, Generator
 
     synthesis = {"channel_base": 128, "channel_max": 16, "num_fp16_res": 4, "conv_clamp": 256}
     g_kwargs = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=RESOLUTION, img_channels=3,
-                    mapping_kwargs={"num_layers": 2}, synthesis_kwargs=synthesis)  # fmt: skip
+                    mapping_kwargs={"num_layers": MAPPING_LAYERS}, synthesis_kwargs=synthesis)  # fmt: skip
     d_kwargs = dict(c_dim=0, img_resolution=RESOLUTION, img_channels=3, channel_base=128, channel_max=16,
                     num_fp16_res=4, conv_clamp=256, block_kwargs={}, mapping_kwargs={},
                     epilogue_kwargs={"mbstd_group_size": 4})  # fmt: skip
@@ -92,7 +95,7 @@ def _tf_pickle(path: Path) -> None:
     """A TensorFlow StyleGAN2 pickle (G, D, Gs), like NVIDIA's stylegan2-*-config-f.pkl."""
     rng = np.random.default_rng(0)
     g_kwargs = {"resolution": RESOLUTION, "num_channels": 3, "label_size": 0, "fmap_base": 64, "fmap_max": 8,
-                "latent_size": 16, "dlatent_size": 16, "mapping_layers": 2}  # fmt: skip
+                "latent_size": 16, "dlatent_size": 16, "mapping_layers": MAPPING_LAYERS}  # fmt: skip
     d_kwargs = {"resolution": RESOLUTION, "num_channels": 3, "label_size": 0, "fmap_base": 64, "fmap_max": 8,
                 "mbstd_group_size": 4}  # fmt: skip
     dump((tf_generator(g_kwargs, rng), tf_discriminator(d_kwargs, rng), tf_generator(g_kwargs, rng)), path, 3)
@@ -129,7 +132,7 @@ OVERRIDES: dict[str, list[str]] = {
     "report": ["--samples", "8", "--consistency-samples", "4", "--concepts", "0,1", "--top", "2",
                "--batch-size", "8", *CPU],
 }  # fmt: skip
-# finetune-gan from scratch: a tiny network (with --resume-from the network is the checkpoint's).
+# finetune-gan from scratch: a tiny network (with --resume-from: the checkpoint's, with the doc's --map).
 FRESH_GAN = ["--cbase", "128", "--cmax", "16", "--map", "1"]
 
 
@@ -174,6 +177,26 @@ def test_every_doc_command_maps(tmp_path):
             with_overrides(map_paths(argv, folder))
 
 
+def command_options(argv: list[str]) -> set[str]:
+    """The option names `viscoin ARGV[0]` accepts, from the app itself (what its --help lists)."""
+    from typer.main import get_command
+
+    from viscoin_cli.cli import app, load_commands
+
+    load_commands()
+    command = get_command(app).commands[argv[0]]  # type: ignore[attr-defined]
+    options = [param for param in command.params if param.param_type_name == "option"]
+    return {name for param in options for name in (*param.opts, *param.secondary_opts)}
+
+
+def test_every_doc_option_exists():
+    """The fast check that the doc claims no option a command lacks (the slow test runs every command)."""
+    for title, commands in RECIPES.items():
+        for argv in commands:
+            unknown = [arg for arg in argv if arg.startswith("-") and arg not in command_options(argv)]
+            assert not unknown, f"docs/recipes.md, {title}: `viscoin {argv[0]}` has no option {unknown[0]}"
+
+
 # --- running them ----------------------------------------------------------------------------------------
 
 
@@ -207,6 +230,10 @@ def check_artefacts(argv: list[str], result: subprocess.CompletedProcess, cwd: P
         assert list(out.glob("fakes*.png"))
         recorded = json.loads((out / "options.json").read_text())
         assert recorded["kimg"] == 0.008 and recorded["resolution"] == RESOLUTION
+        if option(argv, "--map") is not None:  # the fine-tuned G has the mapping asked for
+            assert recorded["map"] == recorded["G_kwargs"]["mapping_kwargs"]["num_layers"] == int(option(argv, "--map"))
+            assert result.stderr == ""  # --quiet: the copy report is a log line
+        assert recorded["xflip_strength"] == float(option(argv, "--xflip-strength") or 1.0)
     elif command == "train":
         assert (out / "latest.safetensors").is_file()
         assert json.loads((out / "options.json").read_text())["num_concepts"] == 4

@@ -13,7 +13,7 @@ from viscoin_cli.cli._groups import TRAINING_DATA, TRAINING_RUN, TrainingData, T
 from viscoin_cli.cli._training import run_training
 from viscoin_cli.cli.app import app
 
-NET = "Networks [default: the dataset's preset]"
+NET = "Networks [default: the dataset's preset; with --resume-from, the checkpoints']"
 OPT = "Optimisation [default: the dataset's preset]"
 ADA = "Augmentation (ADA)"
 LOG = "Logging and snapshots"
@@ -31,7 +31,10 @@ def finetune_gan(
     resume_from: Annotated[
         Path | None,
         typer.Option(
-            "--resume-from", help="Fine-tune this generator checkpoint (e.g. from import-gan).", rich_help_panel=NET
+            "--resume-from",
+            help="Fine-tune this generator checkpoint (e.g. from import-gan). The network options given change the "
+            "networks: tensors whose name and shape still match are copied, the others start fresh.",
+            rich_help_panel=NET,
         ),
     ] = None,
     discriminator: Annotated[
@@ -49,7 +52,10 @@ def finetune_gan(
         typer.Option(min=1, help="Channel base (channels at res r: min(cbase/r, cmax)).", rich_help_panel=NET),
     ] = None,
     cmax: Annotated[int | None, typer.Option(min=1, help="Maximum channels per layer.", rich_help_panel=NET)] = None,
-    map: Annotated[int | None, typer.Option("--map", min=1, help="Mapping network depth.", rich_help_panel=NET)] = None,
+    map: Annotated[
+        int | None,
+        typer.Option("--map", min=1, help="Mapping network depth (the paper fine-tunes with 2).", rich_help_panel=NET),
+    ] = None,
     mbstd: Annotated[
         int | None,
         typer.Option(min=1, help="D's minibatch-std group size (divides the per-GPU batch).", rich_help_panel=NET),
@@ -90,6 +96,15 @@ def finetune_gan(
             min=1, help="kimg for p to go 0 -> 1 [default: 100 when fine-tuning, else 500].", rich_help_panel=ADA
         ),
     ] = None,
+    xflip_strength: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Multiplier of the x-flip probability among the augmentations (NVIDIA's xflip; 1: 'bgc', "
+            "0: no x-flips; the paper uses 0.1 for Stanford Cars).",
+            rich_help_panel=ADA,
+        ),
+    ] = 1.0,
     tick_kimg: Annotated[
         float | None, typer.Option(min=0.001, help="kimg per tick (log line + checkpoint).", rich_help_panel=LOG)
     ] = None,
@@ -127,14 +142,18 @@ def finetune_gan(
     Non-saturating logistic loss, lazy R1 (every 16 minibatches) and path-length (every 4) regularisation,
     each its own optimiser step as in NVIDIA's code, style mixing (path length and style mixing are off in
     the digits preset), EMA generator, Adam(0, 0.99), and ADA's 'bgc' augmentation with p steered toward
-    --target. The run folder gets options.json, metrics.jsonl (losses, p, r_t,
-    kimg/s), fakes*.png grids, latest.safetensors (the EMA generator, what `train` and `generate` use),
-    latest.D.safetensors and the resume state. Multi-GPU: torchrun --nproc_per_node=N $(which viscoin) finetune-gan ...
+    --target. Fine-tuning (--resume-from) builds the networks the options ask for (the checkpoints' own
+    unless --map, --cbase, --cmax or --mbstd say otherwise) and copies every tensor whose name and shape
+    match, as NVIDIA's resume does; it prints which start fresh. The run folder gets options.json,
+    metrics.jsonl (losses, p, r_t, kimg/s), fakes*.png grids, latest.safetensors (the EMA generator, what
+    `train` and `generate` use), latest.D.safetensors and the resume state. Multi-GPU: torchrun
+    --nproc_per_node=N $(which viscoin) finetune-gan ...
 
     Examples:
       viscoin finetune-gan --dataset digits                    # recognisable digits on a CPU
       viscoin import-gan lsuncar.pkl lsuncar.safetensors
-      viscoin finetune-gan --dataset cars --data-root ~/data/cars --resume-from lsuncar.safetensors --mirror
+      viscoin finetune-gan --dataset cars --data-root ~/data/cars --resume-from lsuncar.safetensors --map 2 \\
+          --xflip-strength 0.1 --mirror
     """
     from viscoin_cli.training.gan import GanConfig, prepare_networks, train_gan
 

@@ -238,7 +238,9 @@ class _Draws:
 
 class AugmentPipe(torch.nn.Module):
     """NVIDIA's augmentation pipeline. Each keyword is a probability multiplier (0 disables the transform;
-    'bgc' sets the twelve blit/geometry/color ones to 1) or the spread of a transform's parameter.
+    'bgc' sets the twelve blit/geometry/color ones to 1) or the spread of a transform's parameter: a sample
+    gets a transform with probability strength x p, e.g. an x-flip with probability xflip x p x 1/2, as the
+    transform draws "flip or not" (`finetune-gan --xflip-strength`: the paper's 0.1 for Stanford Cars).
     The `p` buffer is the overall probability ADA adjusts; images are [N, C, H, W] in [-1, 1], C = 1 or 3.
     """
 

@@ -22,8 +22,10 @@ logging, checkpoints and sample grids happen at tick boundaries, and every tick 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,7 +59,13 @@ from viscoin_cli.metrics.fid import (
 )
 from viscoin_cli.nets.augment import PRESETS as AUGMENT_PRESETS
 from viscoin_cli.nets.augment import AdaController, AugmentPipe
-from viscoin_cli.nets.stylegan2 import Discriminator, Generator
+from viscoin_cli.nets.stylegan2 import (
+    Discriminator,
+    DiscriminatorEpilogue,
+    Generator,
+    MappingNetwork,
+    SynthesisNetwork,
+)
 from viscoin_cli.runtime import Runtime, all_reduce_sum, seed_everything, seed_for, seed_worker
 from viscoin_cli.training.config import TrainConfig
 from viscoin_cli.training.losses import StyleGAN2Loss
@@ -115,7 +123,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 TRANSFER_ADA_KIMG = 100  # fine-tuning: p adapts faster (the pretrained D overfits a small dataset quickly)
-ARCHITECTURE = ("cbase", "cmax", "map")  # fixed by the generator being fine-tuned
+# Network options that, when fine-tuning, default to the --resume-from checkpoints' values: given, they change
+# the networks built, and only the tensors that still match are copied (`copy_matching`).
+RESUME_OVERRIDES = ("cbase", "cmax", "map", "mbstd")
 
 
 @dataclass(frozen=True)
@@ -129,11 +139,13 @@ class GanConfig(TrainConfig):
     freeze_d: int = 0
     z_dim: int = 512
     w_dim: int = 512
-    map: int = 2
-    cbase: int = 16384
-    cmax: int = 512
+    # When fine-tuning, map, cbase, cmax and mbstd are None between `create` and `prepare_networks` unless given:
+    # the checkpoints' values, which `prepare_networks` writes in (and z_dim, w_dim, fp16_res likewise).
+    map: int | None = 2
+    cbase: int | None = 16384
+    cmax: int | None = 512
     fp16_res: int = 4
-    mbstd: int = 4
+    mbstd: int | None = 4
     kimg: float = 2000.0
     batch_size: int = 16
     gamma: float | None = None  # R1 weight; None: NVIDIA's 0.0002·res²/batch
@@ -147,6 +159,7 @@ class GanConfig(TrainConfig):
     p: float = 0.2
     target: float = 0.6
     ada_kimg: int = 500
+    xflip_strength: float = 1.0  # multiplies the x-flip probability of the 'bgc' pipeline (NVIDIA's `xflip`)
     tick_kimg: float = 4.0
     snap: int = 50
     keep_snapshots: bool = False
@@ -181,11 +194,8 @@ class GanConfig(TrainConfig):
     def resolve(cls, values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
         values = dict(values)
         if values.get("resume_from"):
-            architecture = sorted(cls.flag(name) for name in ARCHITECTURE if name in given)
-            if architecture:
-                raise UserError(
-                    f"{', '.join(architecture)}: a fine-tuned generator keeps the architecture of --resume-from"
-                )
+            for name in RESUME_OVERRIDES:  # not given: the checkpoints' (filled in by `prepare_networks`)
+                values[name] = given.get(name)
             if "ada_kimg" not in given:
                 values["ada_kimg"] = TRANSFER_ADA_KIMG
         return values
@@ -193,11 +203,15 @@ class GanConfig(TrainConfig):
     def check(self) -> None:
         if self.fid_features == FidFeatures.classifier and not self.fid_classifier:
             raise UserError("--fid-features classifier needs --fid-classifier PATH (a pretrain-classifier checkpoint)")
+        if self.xflip_strength < 0:
+            raise UserError(f"--xflip-strength {self.xflip_strength:g}: must be at least 0")
 
 
 def prepare_networks(cfg: GanConfig) -> GanConfig:
-    """A new run's G and D constructor kwargs: the preset's for a new GAN, the checkpoints' own when
-    fine-tuning (then also the discriminator beside the generator, and the generator's resolution)."""
+    """A new run's G and D constructor kwargs: the preset's for a new GAN. When fine-tuning, the checkpoints'
+    own (then also the discriminator beside the generator, and the generator's resolution) with the network
+    options given (--map, --cbase, --cmax, --mbstd) written over them: NVIDIA's resume builds the networks the
+    options ask for. The config's network fields then say what the networks are."""
     if not cfg.resume_from:
         g_kwargs, d_kwargs = network_kwargs(cfg, cfg.resolution or DEFAULT_RESOLUTION[cfg.dataset], 3)
         return replace(cfg, G_kwargs=g_kwargs, D_kwargs=d_kwargs)
@@ -207,11 +221,99 @@ def prepare_networks(cfg: GanConfig) -> GanConfig:
         sibling = g_meta.path.parent / str(g_meta.extra["discriminator"])
         d_path = str(sibling) if sibling.is_file() else None
     if d_path is not None:
-        d_kwargs = read_meta(d_path, kind="discriminator").config
+        d_source: object = d_path
+        d_kwargs = copy.deepcopy(read_meta(d_path, kind="discriminator").config)
     else:
+        d_source = g_meta.path
         d_kwargs = build_from_config(lambda **g: discriminator_kwargs_for(g), g_meta.config, g_meta.path, "generator")
     resolution = cfg.resolution if cfg.resolution is not None else _img_resolution(g_meta)
-    return replace(cfg, discriminator=d_path, resolution=resolution, G_kwargs=g_meta.config, D_kwargs=d_kwargs)
+    g_kwargs = _override(copy.deepcopy(g_meta.config), g_meta.path, "generator", _g_overrides(cfg))
+    d_kwargs = _override(d_kwargs, d_source, "discriminator", _d_overrides(cfg))
+    return replace(
+        cfg,
+        discriminator=d_path,
+        resolution=resolution,
+        G_kwargs=g_kwargs,
+        D_kwargs=d_kwargs,
+        **_network_fields(cfg, g_kwargs, d_kwargs),
+    )
+
+
+def _g_overrides(cfg: GanConfig) -> dict[tuple[str, ...], int]:
+    """The network options given, as paths into the generator's kwargs."""
+    given = {
+        ("mapping_kwargs", "num_layers"): cfg.map,
+        ("synthesis_kwargs", "channel_base"): cfg.cbase,
+        ("synthesis_kwargs", "channel_max"): cfg.cmax,
+    }
+    return {path: value for path, value in given.items() if value is not None}
+
+
+def _d_overrides(cfg: GanConfig) -> dict[tuple[str, ...], int]:
+    """... and into the discriminator's: --cbase and --cmax apply to both networks, as in NVIDIA's train.py."""
+    given = {
+        ("channel_base",): cfg.cbase,
+        ("channel_max",): cfg.cmax,
+        ("epilogue_kwargs", "mbstd_group_size"): cfg.mbstd,
+    }
+    return {path: value for path, value in given.items() if value is not None}
+
+
+def _override(kwargs: Any, source: object, what: str, values: dict[tuple[str, ...], int]) -> Any:
+    """`kwargs` with `values` written at their paths (nested objects made where missing). A config that is
+    not a JSON object is returned as it is: building the network reports it."""
+    if not isinstance(kwargs, dict):
+        return kwargs
+    for path, value in values.items():
+        node = kwargs
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{source}: {what} config not understood ({key} is not a JSON object)")
+        node[path[-1]] = value
+    return kwargs
+
+
+def _network_fields(cfg: GanConfig, g_kwargs: Any, d_kwargs: Any) -> dict[str, int]:
+    """The config's network fields as the kwargs say (the constructors' defaults where they are silent), so a
+    fine-tuning run's options.json describes the networks it trains. Where the kwargs hold no integer for a
+    field (a bad config, which building the network reports; mbstd None), it keeps its value or its default."""
+
+    def default(cls: type, name: str) -> int:
+        return inspect.signature(cls).parameters[name].default
+
+    sources: dict[str, tuple[Any, tuple[str, ...], int | None]] = {
+        "z_dim": (g_kwargs, ("z_dim",), None),
+        "w_dim": (g_kwargs, ("w_dim",), None),
+        "map": (g_kwargs, ("mapping_kwargs", "num_layers"), default(MappingNetwork, "num_layers")),
+        "cbase": (g_kwargs, ("synthesis_kwargs", "channel_base"), default(SynthesisNetwork, "channel_base")),
+        "cmax": (g_kwargs, ("synthesis_kwargs", "channel_max"), default(SynthesisNetwork, "channel_max")),
+        "fp16_res": (g_kwargs, ("synthesis_kwargs", "num_fp16_res"), default(SynthesisNetwork, "num_fp16_res")),
+        "mbstd": (
+            d_kwargs,
+            ("epilogue_kwargs", "mbstd_group_size"),
+            default(DiscriminatorEpilogue, "mbstd_group_size"),
+        ),
+    }
+    found = {}
+    for name, (kwargs, path, fallback) in sources.items():
+        value = _lookup(kwargs, path, fallback)
+        if value is None:
+            value = getattr(cfg, name)
+        found[name] = value if value is not None else GanConfig.__dataclass_fields__[name].default
+    return found
+
+
+def _lookup(kwargs: Any, path: tuple[str, ...], default: int | None) -> int | None:
+    """The integer at `path` in nested kwargs, `default` where a key is missing, None where it is no integer."""
+    value = kwargs
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        if key not in value:
+            return default
+        value = value[key]
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _img_resolution(meta: CheckpointMeta) -> int:
@@ -380,8 +482,100 @@ def _fid_setup(cfg: GanConfig, dataset, rt: Runtime) -> tuple[FeatureExtractor |
     return extractor, real_stats
 
 
+# ---------------------------------------------------------------------------------------------------
+# Fine-tuning: the checkpoints' tensors into the networks the options ask for
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What `copy_matching` did: every name of the network is in `copied` or `fresh` (kept its
+    initialisation: not in the checkpoint, or in `reshaped` when the checkpoint's has another shape);
+    `dropped` are the checkpoint's names the network does not have."""
+
+    copied: tuple[str, ...]
+    fresh: tuple[str, ...]
+    reshaped: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        """Every tensor of the network copied and every one of the checkpoint used."""
+        return not self.fresh and not self.dropped
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "copied": len(self.copied),
+            "total": len(self.copied) + len(self.fresh),
+            "fresh": list(self.fresh),
+            "shape_differs": list(self.reshaped),
+            "dropped": list(self.dropped),
+        }
+
+
+@torch.no_grad()
+def copy_matching(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> CopyReport:
+    """Copy each of `tensors` into the parameter or buffer of `module` with the same name and shape; the others
+    keep their values. NVIDIA's resume (`misc.copy_params_and_buffers(..., require_all=False)`) copies by name
+    alone (`copy_`: another shape fails, or broadcasts); here a tensor of another shape is left fresh."""
+    copied, fresh, reshaped = [], [], []
+    own_tensors = module.state_dict()  # detached, sharing the parameters' and buffers' storage
+    for name, own in own_tensors.items():
+        source = tensors.get(name)
+        if source is None:
+            fresh.append(name)
+        elif tuple(source.shape) != tuple(own.shape):
+            fresh.append(name)
+            reshaped.append(name)
+        else:
+            own.copy_(source.detach())
+            copied.append(name)
+    dropped = [name for name in tensors if name not in own_tensors]
+    return CopyReport(tuple(copied), tuple(fresh), tuple(reshaped), tuple(sorted(dropped)))
+
+
+def _resume_weights(module: torch.nn.Module, kind: str, path: str, kwargs: Any) -> CopyReport:
+    """The checkpoint's tensors into `module` (`copy_matching`). When the network is the checkpoint's own
+    configuration every tensor must match: one that does not means a damaged file, a one-line error."""
+    tensors, meta = load_checkpoint(path, kind=kind)
+    report = copy_matching(module, tensors)
+    if meta.config == kwargs and not report.complete:
+        load_into(module, tensors, meta.path)  # raises, naming what does not match
+    return report
+
+
+def _names(names: tuple[str, ...] | list[str], limit: int = 8) -> str:
+    """Tensor names, compactly: those of one module as `prefix.{a,b}`, at most `limit` modules, then a count."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        prefix, _, leaf = name.rpartition(".")
+        groups.setdefault(prefix, []).append(leaf)
+    parts = [
+        f"{prefix}.{leaves[0]}" if len(leaves) == 1 else f"{prefix}.{{{','.join(leaves)}}}"
+        for prefix, leaves in groups.items()
+    ]
+    parts = [part.lstrip(".") for part in parts]
+    more = f", ... (+{len(parts) - limit} more)" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
+def describe_copy(report: dict[str, Any], what: str, path: object) -> str:
+    """One line for the console: `resume: copied 42 of 50 generator tensors from PATH; fresh: ...`."""
+    copied, total = report["copied"], report["total"]
+    line = f"resume: copied {'all ' if copied == total else ''}{copied}{'' if copied == total else f' of {total}'}"
+    line += f" {what} tensors from {path}"
+    new = [name for name in report["fresh"] if name not in report["shape_differs"]]
+    if new:
+        line += f"; fresh (not in the checkpoint): {_names(new)}"
+    if report["shape_differs"]:
+        line += f"; fresh (shape differs): {_names(report['shape_differs'])}"
+    if report["dropped"]:
+        line += f"; dropped (not in the network): {_names(report['dropped'])}"
+    return line
+
+
 def _networks(cfg: GanConfig, run: RunFolder, dataset, console: Console, *, resume: bool):
-    """G and D as the config says (checked against the data), with the fine-tuned weights for a new run."""
+    """G and D as the config says (checked against the data) and, for a new fine-tuning run, what of the
+    checkpoints' weights they got (None otherwise)."""
     G = build_from_config(Generator, cfg.G_kwargs, cfg.resume_from or run.options, "generator")
     D = build_from_config(Discriminator, cfg.D_kwargs, cfg.discriminator or run.options, "discriminator")
     if (G.img_resolution, G.img_channels) != (dataset.resolution, dataset.channels):
@@ -389,17 +583,26 @@ def _networks(cfg: GanConfig, run: RunFolder, dataset, console: Console, *, resu
             f"the generator makes {G.img_resolution} px images with {G.img_channels} channels but the "
             f"dataset has {dataset.resolution} px, {dataset.channels} channels (set --resolution {G.img_resolution})"
         )
-    if cfg.resume_from and not resume:
-        tensors, meta = load_checkpoint(cfg.resume_from, kind="generator")
-        load_into(G, tensors, meta.path)
-        console.print(f"generator weights from {meta.path}")
-        if cfg.discriminator:
-            d_tensors, d_meta = load_checkpoint(cfg.discriminator, kind="discriminator")
-            load_into(D, d_tensors, d_meta.path)
-            console.print(f"discriminator weights from {d_meta.path}")
-        else:
-            console.print("no discriminator comes with this generator: D starts from scratch")
-    return G, D
+    if not cfg.resume_from or resume:
+        return G, D, None
+    record: dict[str, Any] = {"generator": _resume_weights(G, "generator", cfg.resume_from, cfg.G_kwargs).to_json()}
+    console.print(describe_copy(record["generator"], "generator", cfg.resume_from))
+    if cfg.discriminator:
+        record["discriminator"] = _resume_weights(D, "discriminator", cfg.discriminator, cfg.D_kwargs).to_json()
+        console.print(describe_copy(record["discriminator"], "discriminator", cfg.discriminator))
+    else:
+        record["discriminator"] = None
+        console.print("resume: no discriminator comes with this generator: D starts from scratch")
+    return G, D, record
+
+
+def augment_pipe(cfg: GanConfig) -> AugmentPipe:
+    """NVIDIA's 'bgc' pipeline, its x-flip probability multiplied by --xflip-strength, p as --aug says."""
+    strengths = dict(AUGMENT_PRESETS["bgc"])
+    strengths["xflip"] *= cfg.xflip_strength
+    augment = AugmentPipe(**strengths)
+    augment.p.fill_(cfg.p if cfg.aug == Augment.fixed else 0.0)
+    return augment
 
 
 def _check_batch(cfg: GanConfig, rt: Runtime, resolution: int) -> int:
@@ -457,10 +660,9 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
     )
     per_rank, batch = _check_batch(cfg, rt, dataset.resolution), cfg.batch_size
     gamma = cfg.gamma if cfg.gamma is not None else 0.0002 * dataset.resolution**2 / batch  # NVIDIA's auto gamma
-    G, D = _networks(cfg, run, dataset, console, resume=resume)
-    G_ema = copy.deepcopy(G).eval()
-    augment = AugmentPipe(**AUGMENT_PRESETS["bgc"])
-    augment.p.fill_(cfg.p if cfg.aug == Augment.fixed else 0.0)
+    G, D, resumed_from = _networks(cfg, run, dataset, console, resume=resume)
+    G_ema = copy.deepcopy(G).eval()  # fresh tensors included, as NVIDIA's G_ema (one generator in our checkpoints)
+    augment = augment_pipe(cfg)
     ada = AdaController(target=cfg.target, ada_kimg=cfg.ada_kimg, batch_size=batch, interval=ADA_INTERVAL)
     frozen = _freeze_discriminator_blocks(D, cfg.freeze_d)
     for module in (G, D, G_ema, augment):
@@ -498,6 +700,7 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
         ada.load_state_dict(state["ada"])
         loss.pl_mean.copy_(state["pl_mean"])
         cur_nimg, tick = state["cur_nimg"], state["tick"]
+        resumed_from = state.get("resume_from")  # what the first start copied (None before this was recorded)
         if rt.is_main:
             run.truncate_metrics("tick", tick)
         console.print(f"resuming {run} at {cur_nimg / 1000:.1f} kimg (tick {tick})")
@@ -592,16 +795,19 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
                 "cur_nimg": cur_nimg,
                 "tick": tick,
             }
+            state.update({"resume_from": resumed_from} if cfg.resume_from else {})  # for a resumed run's summary
             _save_tick(run, cfg, G_ema, D, state, dataset_facts, snapshot, grid_z.to(rt.device))
         console.print(
             f"tick {tick}  kimg {cur_nimg / 1000:.1f}  "
             + format_metrics({k: v for k, v in last.items() if k not in ("tick", "kimg")})
         )
 
+    resume_record = {"resume_from": resumed_from} if cfg.resume_from else {}  # what fine-tuning started fresh
     return {
         "out": str(run.path),
         "generator": str(run.latest),
         "kimg": cur_nimg / 1000,
         "seconds": time.perf_counter() - t_start,
         "last": last,
+        **resume_record,
     }
