@@ -1,7 +1,9 @@
 """A new machine: copy the repo, install it with the README's command, use the shipped checkpoints.
 
 Catches a dependency missing from pyproject.toml or a file the install does not carry. Slow (it builds a
-virtual environment and installs torch into it, from pip's cache when CI already downloaded it).
+virtual environment and installs torch into it, from pip's cache when CI already downloaded it). The wheel
+test does the same for `pip install .`/pipx: a wheel of the working tree in a fresh environment, where the
+shipped checkpoints come from the installed package, not from the checkout.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,83 @@ def test_readme_install_then_shipped_checkpoints_work(tmp_path):
     )
     assert accuracy.returncode == 0, accuracy.stderr
     assert json.loads(accuracy.stdout)["metrics"]["accuracy"]["g"] >= 0.9
+
+
+WHERE = "import viscoin_cli, viscoin_cli.shipped as s; print(viscoin_cli.__file__); print(s.DIGITS_DIR)"
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without the test's venv: no VIRTUAL_ENV, no PYTHONPATH, no .venv on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
+    return env
+
+
+def _venv_with_the_wheel(tmp_path: Path, env: dict[str, str]) -> tuple[Path, Path]:
+    """A wheel of the working tree installed (--no-deps) into a new venv; its python and site-packages.
+
+    torch and the other dependencies come from this interpreter's site-packages, added afterwards as plain
+    lines of a .pth file: a plain line adds the folder to sys.path without running the .pth files inside
+    it, so the editable install's finder (which maps viscoin_cli to this checkout) stays out."""
+    repo, wheels, venv = tmp_path / "viscoin", tmp_path / "wheels", tmp_path / "venv"
+    _copy_working_tree(repo)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", wheels, repo],
+                   cwd=repo, env=env, check=True, capture_output=True)  # fmt: skip
+    (wheel,) = wheels.glob("viscoin-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], env=env, check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([*pip, "--python", python, "install", "--no-deps", "--no-index", wheel],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               env=env, check=True, capture_output=True, text=True).stdout.strip())  # fmt: skip
+    ours = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    ours |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    (site / "_deps_of_the_test_venv.pth").write_text("\n".join(sorted(p for p in ours if Path(p) != ROOT)) + "\n")
+    return python, site
+
+
+def test_pyproject_lists_every_package():
+    """pyproject.toml lists the packages by hand (the checkpoints' mapped package rules out `find`)."""
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "viscoin_cli").rglob("__init__.py")}
+    assert set(config["packages"]) == on_disk | {"viscoin_cli._checkpoints"}
+    assert config["package-dir"] == {"viscoin_cli._checkpoints": "checkpoints"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to list the repo's files")
+@pytest.mark.skipif(sys.platform == "win32", reason="venv layout of POSIX (bin/)")
+def test_wheel_install_then_shipped_checkpoints_work_from_anywhere(tmp_path):
+    env = _clean_env()
+    python, site = _venv_with_the_wheel(tmp_path, env)
+    packaged = (site / "viscoin_cli" / "_checkpoints" / "digits").resolve()
+    assert sorted(p.name for p in packaged.iterdir()) == [
+        "classifier.safetensors", "generator.safetensors", "metrics.json", "viscoin.safetensors"
+    ]  # fmt: skip
+    elsewhere = tmp_path / "cwd"  # neither the checkout nor its copy: the defaults must not depend on the cwd
+    elsewhere.mkdir()
+    where = subprocess.run(
+        [python, "-c", WHERE], cwd=elsewhere, env=env, check=True, capture_output=True, text=True
+    ).stdout.splitlines()  # the installed package, not the checkout nor its copy
+    assert [Path(line).resolve() for line in where] == [(site / "viscoin_cli" / "__init__.py").resolve(), packaged]
+
+    viscoin = python.parent / "viscoin"
+    picture = subprocess.run(
+        [viscoin, "visualize", "--concept", "0", "--lambda", "3", "--out", "x.png", "--device", "cpu"],
+        cwd=elsewhere, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert picture.returncode == 0, picture.stderr
+    assert (elsewhere / "x.png").stat().st_size > 0
+
+    accuracy = subprocess.run(
+        [viscoin, "evaluate", "accuracy", "--json", "--device", "cpu"],
+        cwd=elsewhere, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert accuracy.returncode == 0, accuracy.stderr
+    document = json.loads(accuracy.stdout)
+    assert Path(document["model"]["path"]).resolve() == packaged / "viscoin.safetensors"
+    recorded = json.loads((packaged / "metrics.json").read_text())
+    assert document["model"]["sha256"] == recorded["model"]["sha256"]
+    assert document["metrics"]["accuracy"]["g"] == pytest.approx(recorded["metrics"]["accuracy"]["g"], abs=1e-9)

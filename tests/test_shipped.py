@@ -4,11 +4,16 @@ in checkpoints/digits/metrics.json are what a re-evaluation gives."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from rich.console import Console
 
+from viscoin_cli import pipeline as pl
 from viscoin_cli.io.checkpoint import read_meta, sha256_file
+from viscoin_cli.metrics.evaluation import portable_path
 from viscoin_cli.nets.classifier import load_classifier
 from viscoin_cli.nets.stylegan2 import load_generator
 from viscoin_cli.nets.viscoin import load_viscoin
@@ -38,6 +43,47 @@ def test_recorded_paths_are_relative_to_nothing_but_the_folder():
     meta = read_meta(DEFAULT_MODEL, kind="viscoin")
     for role in ("classifier", "generator"):
         assert (DIGITS_DIR / meta.parents[role]["path"].rsplit("/", 1)[-1]).is_file()
+
+
+# a path of the machine that wrote it: absolute (POSIX or a drive letter), or a temp/work/home folder
+MACHINE_PATH = re.compile(r"^/|^~[^/]|/tmp/|/work/|/home/|/root/|/Users/|(?<![A-Za-z])[A-Za-z]:[\\/]")
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_recorded_metrics_hold_no_path_of_the_machine_that_made_them():
+    assert [text for text in _strings(RECORDED) if MACHINE_PATH.search(text)] == []
+    assert not Path(RECORDED["model"]["path"]).is_absolute()
+    assert RECORDED["model"]["sha256"] == sha256_file(DEFAULT_MODEL)[:16]  # which checkpoint: the shipped one
+
+
+def test_the_pipeline_writes_metrics_json_without_paths_of_this_machine(tmp_path):
+    out = tmp_path / "run"
+    printed = {  # what `viscoin evaluate all --json` prints, the paths as given
+        "model": {"path": str(out / "viscoin" / "latest.safetensors"), "sha256": "ab12", "concepts": 4},
+        "settings": {"lpips_weights": str(tmp_path / "w" / "alex.pth"), "inception_weights": None, "lambda": 2.0},
+        "metrics": {"reconstruction": {"mse": 0.25, "lpips_note": f"skipped: not in {Path.home() / '.cache'} (x)"}},
+    }
+    stage = pl.Stage("evaluate", out / "metrics.json", ["evaluate", "all", "--json"], capture=out / "metrics.json")
+    pl.run(out, [stage], [], lambda _args: (0, json.dumps(printed, indent=2) + "\n"), Console(quiet=True))
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["model"] == {"path": "viscoin/latest.safetensors", "sha256": "ab12", "concepts": 4}
+    assert written["settings"] == {"lpips_weights": "alex.pth", "inception_weights": None, "lambda": 2.0}
+    assert written["metrics"]["reconstruction"] == {"mse": 0.25, "lpips_note": "skipped: not in ~/.cache (x)"}
+    assert [text for text in _strings(written) if MACHINE_PATH.search(text)] == []
+
+
+def test_portable_paths_are_relative_to_the_metrics_folder_or_a_file_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a path as given, relative to the cwd
+    assert portable_path("runs/pipe/viscoin/latest.safetensors", Path("runs/pipe")) == "viscoin/latest.safetensors"
+    assert portable_path(tmp_path / "runs/pipe/a.safetensors", tmp_path / "runs/pipe") == "a.safetensors"
+    assert portable_path("/elsewhere/models/b.safetensors", Path("runs/pipe")) == "b.safetensors"
 
 
 def _evaluate(*args: str) -> dict:

@@ -7,6 +7,8 @@ document whose numbers the CI checks of metrics/checks.py gate on.
 
 from __future__ import annotations
 
+import copy
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -327,6 +329,39 @@ class Evaluation:
             "metrics": metrics,
             "seconds": seconds,
         }
+
+
+def portable_path(path: str | Path, folder: Path) -> str:
+    """`path` as a file in `folder` names it: relative to `folder` when under it, else its file name."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return resolved.name
+
+
+def portable_document(document: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The `--json` document as a metrics.json in `folder` records it, with no path of this machine: the model's
+    path relative to `folder` (or its file name; its sha256 tells which checkpoint it was), the weights files
+    of the settings by name, the home folder in the LPIPS note as `~`."""
+    document = copy.deepcopy(document)
+    model = document.get("model", {})
+    if model.get("path"):
+        model["path"] = portable_path(model["path"], folder)
+    settings = document.get("settings", {})
+    for key in ("lpips_weights", "inception_weights"):
+        if settings.get(key):
+            settings[key] = portable_path(settings[key], folder)
+    reconstruction = document.get("metrics", {}).get("reconstruction", {})
+    note, home = reconstruction.get("lpips_note"), Path.home().as_posix().rstrip("/")
+    if note and home:
+        reconstruction["lpips_note"] = note.replace(home + "/", "~/")
+    return document
+
+
+def portable_json(text: str, folder: Path) -> str:
+    """`viscoin evaluate --json` output rewritten by `portable_document`, laid out as `print_json` does."""
+    return json.dumps(portable_document(json.loads(text), folder), indent=2, allow_nan=False) + "\n"
 
 
 def open_evaluation(
