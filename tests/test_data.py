@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -368,8 +369,57 @@ def test_bad_arguments(name, split, kwargs, message):
 def test_empty_split(tmp_path):
     for split in ("train", "test"):
         (tmp_path / split / "a").mkdir(parents=True)
-    with pytest.raises(UserError, match="is empty"):
+    with pytest.raises(UserError, match="without images"):
         load_dataset("folder", "train", root=tmp_path)
+
+
+def test_empty_class_folder_stops_with_the_folder_named(folder_root):
+    (folder_root / "train" / "bird").mkdir()
+    with pytest.raises(UserError, match=r"train/bird: class folder without images"):
+        load_dataset("folder", "test", root=folder_root)
+
+
+def test_empty_class_folder_is_left_out_with_skip_bad_images(folder_root, capsys):
+    (folder_root / "train" / "bird").mkdir()
+    dataset = load_dataset("folder", "train", root=folder_root, skip_bad_images=True)
+    assert dataset.class_names == ["cat", "dog"]
+    assert "left out 1 class(es) without readable training images: bird" in capsys.readouterr().err
+
+
+def _deny(monkeypatch, denied: Path) -> None:
+    """Listing `denied` fails as it does for a folder without read permission (root reads any folder)."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_class_folder_stops_with_the_folder_named(folder_root, monkeypatch):
+    _deny(monkeypatch, folder_root / "test" / "dog")
+    with pytest.raises(UserError, match=r"test/dog: cannot read this folder \(Permission denied\)"):
+        load_dataset("folder", "test", root=folder_root)
+
+
+def test_unreadable_class_folder_is_skipped_and_reported(folder_root, monkeypatch, capsys):
+    _deny(monkeypatch, folder_root / "test" / "dog")
+    dataset = load_dataset("folder", "test", root=folder_root, skip_bad_images=True)
+    assert set(dataset.labels) == {0}  # only cat's test images
+    assert "skipped 1 unreadable folder(s) of the test split" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any folder")
+def test_unreadable_class_folder_for_real(folder_root):
+    folder = folder_root / "train" / "dog"
+    folder.chmod(0)
+    try:
+        with pytest.raises(UserError, match="cannot read this folder"):
+            load_dataset("folder", "train", root=folder_root)
+    finally:
+        folder.chmod(0o755)
 
 
 def test_dataset_works_in_worker_processes(folder_root):

@@ -84,8 +84,10 @@ def _load_split(
     if not root.is_dir():
         raise UserError(f"dataset root {root} does not exist (or is not a folder)")
     layout = {"cub": cub, "cars": cars, "celebahq": celebahq, "folder": folder}[name]
-    box_options = {"bbox_crop": bbox_crop} if name in BOX_DATASETS else {}  # only box layouts take bbox_crop
-    listing = layout.list_split(root, split, **box_options)
+    options: dict[str, bool] = {"bbox_crop": bbox_crop} if name in BOX_DATASETS else {}  # box layouts only
+    if name == "folder":  # its class folders themselves may be unreadable or empty
+        options["skip_bad_images"] = skip_bad_images
+    listing = layout.list_split(root, split, **options)
     return ImageFileDataset(
         name=name,
         split=split,
