@@ -19,7 +19,6 @@ from typing import Any
 
 from rich.console import Console
 
-from viscoin_cli.console import Progress
 from viscoin_cli.errors import UserError
 from viscoin_cli.shipped import DEFAULT_CLASSIFIER, DEFAULT_GENERATOR
 
@@ -68,10 +67,13 @@ def default_out(dataset: str) -> Path:
     return Path("checkpoints") / "runs" / f"pipeline-{dataset}"
 
 
-def runtime_args(device: str, precision: str, workers: int | None) -> list[str]:
-    """The options every stage gets that may change between attempts (not part of the plan)."""
-    return ["--device", device, "--precision", precision, "--quiet"] + (
-        ["--workers", str(workers)] if workers is not None else []
+def runtime_args(device: str, precision: str, workers: int | None, quiet: bool = False) -> list[str]:
+    """The options every stage gets that may change between attempts (not part of the plan). A stage shows
+    its own progress (a bar with ETA on a terminal, a plain line every few seconds in a log) unless quiet."""
+    return (
+        ["--device", device, "--precision", precision]
+        + (["--workers", str(workers)] if workers is not None else [])
+        + (["--quiet"] if quiet else [])
     )
 
 
@@ -200,29 +202,29 @@ def run(out: Path, stages: list[Stage], runtime: list[str], invoke: Invoke, cons
     save_record(out, record)
 
     started = time.perf_counter()
-    with Progress(console, len(stages), f"pipeline {out}") as progress:
-        for stage in stages:
-            done = record["stages"].get(stage.name, {})
-            if stage.source != "run":
-                record["stages"][stage.name] = {"status": stage.source, "seconds": 0.0, "output": str(stage.output)}
-            elif done.get("status") == "done" and stage.output.exists():
-                record["stages"][stage.name] = {**done, "status": "done (earlier run)"}
-            else:
-                progress.advance(0, stage=stage.name)
-                record["stages"][stage.name] = _run_stage(out, record, stage, runtime, invoke, console)
-            save_record(out, record)
-            progress.advance(1, stage=stage.name)
+    for number, stage in enumerate(stages, 1):
+        done = record["stages"].get(stage.name, {})
+        position = f"[{number}/{len(stages)}] {stage.name}"
+        if stage.source != "run":
+            console.print(f"{position}: the {stage.source} {stage.output}")
+            record["stages"][stage.name] = {"status": stage.source, "seconds": 0.0, "output": str(stage.output)}
+        elif done.get("status") == "done" and stage.output.exists():
+            console.print(f"{position}: done in an earlier run")
+            record["stages"][stage.name] = {**done, "status": "done (earlier run)"}
+        else:  # the stage's own output (its progress bar) follows its command line
+            record["stages"][stage.name] = _run_stage(out, record, stage, runtime, invoke, console, position)
+        save_record(out, record)
     record["seconds"] = round(time.perf_counter() - started, 2)
     save_record(out, record)
     return record
 
 
 def _run_stage(
-    out: Path, record: dict[str, Any], stage: Stage, runtime: list[str], invoke: Invoke, console: Console
+    out: Path, record: dict[str, Any], stage: Stage, runtime: list[str], invoke: Invoke, console: Console, position: str
 ) -> dict[str, Any]:
     """Run one stage's command; its entry in the record (a failure is recorded before StageFailed)."""
     args = command(stage, runtime)
-    console.print(f"{stage.name}: viscoin {' '.join(args)}")
+    console.print(f"{position}: viscoin {' '.join(args)}", soft_wrap=True)
     t0 = time.perf_counter()
     code, stdout = invoke(args)
     if code != 0:  # the stage printed its own one-line error
@@ -231,6 +233,10 @@ def _run_stage(
         raise StageFailed(code)
     if stage.capture is not None:
         stage.capture.parent.mkdir(parents=True, exist_ok=True)
+        if stage.capture.name == "metrics.json":  # made to be shared: no path of this machine in it
+            from viscoin_cli.metrics.evaluation import portable_json
+
+            stdout = portable_json(stdout, stage.capture.parent)
         stage.capture.write_text(stdout)
     return {
         "status": "done",
@@ -238,6 +244,44 @@ def _run_stage(
         "output": str(stage.output),
         "command": ["viscoin", *args],
     }
+
+
+def headline(metrics: dict[str, Any]) -> list[str]:
+    """The numbers a user looks for first, one line each, from an `evaluate all --json` document."""
+    found = metrics.get("metrics", {})
+    lines = []
+    if accuracy := found.get("accuracy"):
+        lines.append(
+            f"accuracy: f {_percent(accuracy.get('f'))}, g {_percent(accuracy.get('g'))} "
+            f"(g agrees with f on {_percent(accuracy.get('agreement'))})"
+        )
+    faithfulness = found.get("faithfulness", {})
+    for tau in (
+        ("0.2",) if "0.2" in faithfulness else [k for k in faithfulness if isinstance(faithfulness[k], dict)][:1]
+    ):
+        drop = faithfulness[tau]
+        lines.append(
+            f"faithfulness (τ = {tau}): median drop {_number(drop.get('median'))}, "
+            f"random concepts {_number(drop.get('random_median'))}"
+        )
+    if consistency := found.get("consistency"):
+        lines.append(
+            f"consistency (λ = {consistency.get('lambda')}): {_number(consistency.get('mean'))} ± "
+            f"{_number(consistency.get('std'))} over {consistency.get('concepts')} concepts"
+        )
+    if reconstruction := found.get("reconstruction"):
+        lines.append(
+            f"reconstruction: MSE {_number(reconstruction.get('mse'), 4)}, FID {_number(reconstruction.get('fid'), 2)}"
+        )
+    return lines
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "n/a"
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
 
 
 def summary(out: Path, record: dict[str, Any]) -> dict[str, Any]:
