@@ -64,6 +64,22 @@ def test_a_second_run_skips_finished_stages_and_redoes_a_missing_one(finished, t
     assert (out / "report" / "index.html").is_file()
 
 
+def test_stages_show_their_own_progress_and_the_run_ends_with_the_headline(finished, tiny_model):
+    out, _ = finished
+    (out / "report" / "index.html").unlink()
+    result = run_cli(*_tiny(tiny_model, out))
+    assert result.exit_code == 0, result.output
+    assert "[3/7] viscoin: done in an earlier run" in result.stderr
+    report = next(line for line in result.stderr.splitlines() if line.startswith("[7/7] report: viscoin report"))
+    assert "--quiet" not in report  # the stage is not muted: its own progress shows
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    accuracy = metrics["accuracy"]
+    assert f"accuracy: f {100 * accuracy['f']:.1f}%, g {100 * accuracy['g']:.1f}%" in result.stdout
+    drop = metrics["faithfulness"]["0.2"]
+    assert f"median drop {drop['median']:.3f}, random concepts {drop['random_median']:.3f}" in result.stdout
+    assert f"consistency (λ = 2.0): {metrics['consistency']['mean']:.3f} ±" in result.stdout
+
+
 def test_other_settings_into_the_same_folder_are_refused(finished, tiny_model):
     out, _ = finished
     line = assert_one_line_error(run_cli(*_tiny(tiny_model, out, iterations="3")))
