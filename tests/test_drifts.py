@@ -50,7 +50,7 @@ def test_dead_code_is_gone():
 
 def test_generate_has_no_quiet_option():
     line = assert_one_line_error(run_cli("generate", "--quiet"))
-    assert "No such option: --quiet" in line
+    assert "no such option --quiet" in line
 
 
 # --- a checkpoint's config that cannot be built is one UserError naming the file ----------------------------
@@ -60,7 +60,7 @@ def test_build_from_config_turns_every_bad_config_into_one_line():
     for config, expected in [
         ({"arch": "resnet18", "num_classes": 2, "depth": 3}, "depth"),  # unknown key
         ({"arch": "resnet19", "num_classes": 2}, "resnet19"),  # bad value (UserError inside)
-        ({"arch": "resnet18", "num_classes": "two"}, "TypeError"),  # wrong type
+        ({"arch": "resnet18", "num_classes": "two"}, "not a whole number"),  # wrong type
         (["resnet18"], "JSON object"),  # not a mapping at all
     ]:
         with pytest.raises(UserError) as err:
@@ -151,7 +151,7 @@ def test_root_help_imports_no_torch():
     [
         (["pretrain-classifier", "--epochs", "0"], "'--epochs'"),  # below min=
         (["pretrain-classifier", "--epochs", "x"], "'--epochs'"),  # not an integer
-        (["pretrain-classifier", "--epoch", "3"], "No such option: --epoch"),
+        (["pretrain-classifier", "--epoch", "3"], "no such option --epoch (did you mean --epochs?)"),
         (["generate", "--batch-size", "0"], "'--batch-size'"),
         (["import-gan"], "Missing argument"),
     ],
@@ -161,8 +161,42 @@ def test_click_parameter_errors_are_one_line(args, expected):
     assert expected in line and "Usage:" not in line
 
 
-def test_group_errors_and_help_keep_clicks_output():
-    result = run_cli("no-such-command")
-    assert result.exit_code == 2 and "No such command" in result.output and "Usage:" in result.output
+def test_group_errors_are_one_line_and_help_keeps_clicks_output():
+    line = assert_one_line_error(run_cli("trian"))
+    assert line == "error: no such command 'trian' (did you mean train?)"
+    line = assert_one_line_error(run_cli("--verison"))
+    assert line == "error: no such option --verison (did you mean --version?)"
     result = run_cli("pretrain-classifier", "--help")
     assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+# --- help reads as a user expects ----------------------------------------------------------------------------
+
+
+def _wide_help(*command: str) -> str:
+    from typer.testing import CliRunner
+
+    from viscoin_cli.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_help_shows_flags_without_a_value_type():
+    text = _wide_help("train")
+    assert "--force" in text and "--json" in text and "<bool>" not in text
+
+
+def test_help_reflows_docstring_paragraphs():
+    text = _wide_help("evaluate")
+    assert "reconstructions (the FID feature extractor is named in the output)" in text  # one line, no break
+    assert "\n accuracy: test accuracy" in text and "\n faithfulness: zero the concepts" in text  # entries keep theirs
+
+
+def test_reflow_keeps_examples_and_shell_continuations():
+    from viscoin_cli.cli.app import _reflow
+
+    tail = "\n\nExample: run --a \\\n--b\n\n  indented\n  block"  # kept as written
+    text = "A wrapped\nsentence.\n\nkey: one\nmore\nother: two" + tail
+    assert _reflow(text) == "A wrapped sentence.\n\nkey: one more\nother: two" + tail

@@ -119,7 +119,7 @@ def test_quiet_is_not_an_option_of_import_gan(tmp_path):
     result = run_cli("import-gan", src, tmp_path / "G.safetensors", "--quiet")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: No such option: --quiet"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: no such option --quiet"), result.stderr
 
 
 def test_import_says_when_the_weights_are_not_finite(tmp_path):

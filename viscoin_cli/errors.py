@@ -7,6 +7,8 @@ Everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
@@ -24,9 +26,10 @@ def one_line(err: BaseException | str, limit: int | None = None) -> str:
     if not lines:
         return "error" if isinstance(err, str) else type(err).__name__
     if len(lines) > 1 and lines[0].startswith("Caught ") and not isinstance(err, str):
+        # the last line is "Name: message" or, for our own classes, "package.module.Name: message"
         last = lines[-1]
-        prefix = f"{type(err).__name__}: "
-        text = last[len(prefix) :] if last.startswith(prefix) else last
+        name = re.escape(type(err).__name__)
+        text = re.sub(rf"^(?:[\w.]+\.)?{name}: ", "", last)
     else:
         text = " ".join(" ".join(line.split()) for line in lines)
     return text[:limit] + "..." if limit is not None and len(text) > limit else text

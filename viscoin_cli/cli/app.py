@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
+from typing import NoReturn
+
 import typer
 from typer.core import TyperGroup
 
@@ -50,40 +55,100 @@ class _Group(TyperGroup):
                 formatter.write_dl(rows)
 
     def resolve_command(self, ctx: typer.Context, args: list[str]):
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"see {ctx.command_path} --help"
+            raise _UsageError(f"no such command {args[0]!r} ({hint})", ctx=ctx)
         name, command, rest = super().resolve_command(ctx, args)
-        if command is not None and not getattr(command, "_escaped", False):
-            _escape_help(command)
+        if command is not None and not getattr(command, "_tidied", False):
+            _tidy_help(command, ctx)
         return name, command, rest
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # plain `viscoin`: the help, as asked
+                raise
+            _fail(ctx, _usage_line(err))
 
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except _UsageError as err:
-            if err.ctx is ctx:  # the group's own errors (no such command) keep click's usage box
-                raise
-            typer.echo(f"error: {one_line(err.format_message())}", err=True)  # a subcommand's bad argument
-            ctx.exit(EXIT_USER_ERROR)
+        except _UsageError as err:  # a bad argument, an unknown option or command
+            _fail(ctx, _usage_line(err))
         except UserError as err:
-            typer.echo(f"error: {one_line(err)}", err=True)
-            ctx.exit(EXIT_USER_ERROR)
+            _fail(ctx, one_line(err))
+        except OSError as err:
+            if err.filename is None:  # not about a file the user named: a bug, keep the traceback
+                raise
+            # a file the user named cannot be read or written (permissions, a full disk, a file where a
+            # folder goes...): their environment, not a bug
+            _fail(ctx, f"{err.filename}: {err.strerror or one_line(err)}")
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+
+
+def _fail(ctx: typer.Context, message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    ctx.exit(EXIT_USER_ERROR)
+    raise AssertionError("unreachable")  # ctx.exit raises
+
+
+def _usage_line(err) -> str:
+    """click's usage error as one line; an unknown option names its closest match."""
+    if type(err).__name__ == "NoSuchOption":
+        close = list(getattr(err, "possibilities", None) or [])  # click's, closest first
+        command = err.ctx.command_path if err.ctx is not None else "viscoin"
+        hint = f"did you mean {close[0]}?" if close else f"see {command} --help"
+        return f"no such option {err.option_name} ({hint})"
+    return one_line(err.format_message())
 
 
 def _panel_order(panel: str) -> int:
     return PANELS.index(panel) if panel in PANELS else len(PANELS)
 
 
-def _escape_help(command) -> None:
-    """Help texts are plain text ("[default: ...]", "E[sign(...)]"): keep rich from reading them as markup."""
+def _tidy_help(command, ctx: typer.Context) -> None:
+    """Help as a reader expects it, set up once per command when it is resolved.
+
+    Help texts are plain text ("[default: ...]", "E[sign(...)]"): rich must not read them as markup. A
+    docstring's paragraphs are reflowed (rich keeps every source line break); flags show no value type.
+    """
     from rich.markup import escape
 
-    command.help = escape(command.help) if command.help else command.help
-    for param in command.params:
+    command.help = escape(_reflow(command.help)) if command.help else command.help
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if param is None:
+            continue
         if getattr(param, "help", None):
             param.help = escape(param.help)
-    command._escaped = True
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            param.metavar = ""  # `--force`, not `--force <bool>`
+    command._tidied = True
+
+
+_LINE_START = re.compile(r"^(?:[-*] |[\w./-]+: )")  # a list item or "key: ..." keeps its own line
+
+
+def _reflow(text: str) -> str:
+    """Join a docstring's wrapped lines into paragraphs. Indented blocks (examples) stay as written; a line
+    that starts a list item or a "name: ..." entry, or follows a shell continuation (\\), starts a new line."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines = paragraph.splitlines()
+        if any(line.startswith(" ") for line in lines):
+            paragraphs.append(paragraph)
+            continue
+        joined: list[str] = []
+        for line in lines:
+            if joined and not _LINE_START.match(line) and not joined[-1].endswith("\\"):
+                joined[-1] += " " + line.strip()
+            else:
+                joined.append(line.strip())
+        paragraphs.append("\n".join(joined))
+    return "\n\n".join(paragraphs)
 
 
 app = typer.Typer(

@@ -11,6 +11,7 @@ from viscoin_cli.choices import PickledGenerator
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
+from viscoin_cli.io.outputs import check_output_file
 
 
 @app.command("import-gan", rich_help_panel="Generator")
@@ -36,9 +37,8 @@ def import_gan(
     from viscoin_cli.io.nvidia_pickle import read_nvidia_pickle
     from viscoin_cli.nets.stylegan2 import Discriminator, Generator
 
-    if dest.suffix != ".safetensors":
-        raise UserError(f"{dest}: the destination must end in .safetensors")
-    d_dest = dest.with_name(dest.stem + ".D.safetensors")
+    check_output_file(dest, "DEST", (".safetensors",))
+    d_dest = check_output_file(dest.with_name(dest.stem + ".D.safetensors"), "DEST")
     for path in (dest, d_dest):
         if path.exists() and not force:
             raise UserError(f"{path} exists: pass --force to overwrite it")
@@ -50,16 +50,21 @@ def import_gan(
     g_data = pickle.networks[which]
     G = _build(Generator, g_data, src, which)
     facts = {"name": None, "class_names": None, "resolution": G.img_resolution, "channels": G.img_channels}
-    written = {}
     has_d = "D" in pickle.networks
-    if has_d:
-        D = _build(Discriminator, pickle.networks["D"], src, "D")
-        save_checkpoint(d_dest, D.state_dict(), kind="discriminator", config=pickle.networks["D"].init_kwargs,
-                        dataset=facts, extra={"source": source, "augment_p": pickle.augment_p})  # fmt: skip
-        written["discriminator"] = str(d_dest)
+    D = _build(Discriminator, pickle.networks["D"], src, "D") if has_d else None
     extra = {"source": source, "augment_p": pickle.augment_p, "discriminator": d_dest.name if has_d else None}
-    save_checkpoint(dest, G.state_dict(), kind="generator", config=g_data.init_kwargs, dataset=facts, extra=extra)
-    written["generator"] = str(dest)
+    written: dict[str, str] = {}
+    try:  # both files or neither: a failed write removes what this import already wrote
+        save_checkpoint(dest, G.state_dict(), kind="generator", config=g_data.init_kwargs, dataset=facts, extra=extra)
+        written["generator"] = str(dest)
+        if D is not None:
+            save_checkpoint(d_dest, D.state_dict(), kind="discriminator", config=pickle.networks["D"].init_kwargs,
+                            dataset=facts, extra={"source": source, "augment_p": pickle.augment_p})  # fmt: skip
+            written["discriminator"] = str(d_dest)
+    except BaseException:
+        for path in written.values():
+            Path(path).unlink(missing_ok=True)
+        raise
     summary = {
         **written,
         "source_format": pickle.source,

@@ -11,6 +11,7 @@ from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli._groups import RUNTIME, Run, grouped
 from viscoin_cli.cli.app import app
+from viscoin_cli.io.outputs import check_output_file
 from viscoin_cli.shipped import DEFAULT_MODEL
 
 SUBJECTS = "What to explain"
@@ -71,6 +72,8 @@ def relevance(
     images, indices, class_texts = image or [], index or [], class_ or []
     common.check_positive(top_k, "--top-k")
     common.check_positive(batch_size, "--batch-size")
+    if csv_path is not None:
+        check_output_file(csv_path, "--csv")
     facts = common.read_model(model_path)
     names = facts.class_names
     classes = [common.parse_class(text, names) for text in class_texts]

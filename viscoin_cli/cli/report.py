@@ -15,6 +15,7 @@ from viscoin_cli.cli._evaluation import MetricOptions, build_settings, open_mode
 from viscoin_cli.cli._groups import SEEDED_RUNTIME, Run, grouped
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
+from viscoin_cli.io.outputs import check_output_folder
 from viscoin_cli.shipped import DEFAULT_MODEL
 
 PAGE = "Page"
@@ -134,8 +135,7 @@ def report(
         samples=samples, consistency_samples=consistency_samples, concepts=concepts, standardize=standardize
     )
     settings = build_settings(options, facts, batch_size, run)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+    check_output_folder(out, "--out")
 
     from viscoin_cli.console import Progress, print_json
     from viscoin_cli.interpret.report import build_cards, render_html, write_html

@@ -13,6 +13,7 @@ from viscoin_cli.cli._groups import RUNTIME, Run, grouped
 from viscoin_cli.cli._parse import resolve_lambdas
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
+from viscoin_cli.io.outputs import check_output_file, check_output_folder
 from viscoin_cli.shipped import DEFAULT_MODEL
 
 WHAT = "What to show"
@@ -20,12 +21,12 @@ WHAT = "What to show"
 
 def _output_file(out: Path | None, default_name: str) -> Path:
     if out is None:
-        return Path(default_name)
+        return check_output_file(Path(default_name), "--out")
     if out.is_dir():
-        return out / default_name
+        return check_output_file(out / default_name, "--out")
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out}: expected a .png file name (or an existing folder)")
-    return out
+    return check_output_file(out, "--out")
 
 
 def _output_folder(out: Path | None) -> Path:
@@ -34,7 +35,7 @@ def _output_folder(out: Path | None) -> Path:
         raise UserError(f"--out {folder}: --top-pairs writes one grid per pair into a folder, and this is a file")
     if folder.suffix.lower() == ".png":
         raise UserError(f"--out {folder}: --top-pairs writes one grid per pair into a folder, not a .png file")
-    return folder
+    return check_output_folder(folder, "--out")
 
 
 @app.command("visualize", rich_help_panel="Interpret")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import platform
+import sys
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,6 +23,10 @@ from viscoin_cli.errors import UserError
 
 MAX_LISTED = 5  # bad files named in an error message
 SCAN_THREADS = 8  # the header scan waits on the disk (or a network share), not the CPU
+# Pillow warns (a multi-line Python warning) about images above MAX_IMAGE_PIXELS and refuses those above twice
+# that. The warning is ours to give, in one line per scan (see `warn_large_images`); the refusal
+# stays and makes such a file unreadable.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom) in 0-based pixels, right/bottom exclusive
 
@@ -138,22 +144,38 @@ def image_transform(resolution: int, augment: bool, flip: bool = True) -> ImageT
     return ImageTransform(resolution, augment, flip)
 
 
-def _is_readable(path: Path) -> bool:
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header, or None when Pillow cannot parse it (or the file is missing)."""
     try:
         with Image.open(path) as picture:
+            size = picture.size
             picture.verify()  # header and structure only: no pixel decoding
     except Exception:  # Pillow raises many types for broken files (OSError, SyntaxError, ValueError, ...)
-        return False
-    return True
+        return None
+    return size
+
+
+def warn_large_images(sizes: list[tuple[Path, tuple[int, int]]]) -> None:
+    """One stderr line for the images Pillow would warn about (decoding each takes hundreds of MB)."""
+    large = [(path, size) for path, size in sizes if size[0] * size[1] > Image.MAX_IMAGE_PIXELS]
+    if large:
+        path, (width, height) = large[0]
+        noun = "image is" if len(large) == 1 else "images are"
+        sys.stderr.write(
+            f"warning: {len(large)} {noun} above {Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx (e.g. {path}, "
+            f"{width}×{height}): each takes ~{width * height * 3 / 2**20:.0f} MB of memory to decode\n"
+        )
 
 
 def find_bad_images(files: list[Path]) -> list[Path]:
-    """Files that are missing or whose header Pillow cannot parse, in listing order."""
+    """Files that are missing or whose header Pillow cannot parse, in listing order (very large images are
+    reported in one warning line)."""
     if not files:
         return []
     with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, len(files))) as pool:
-        readable = list(pool.map(_is_readable, files))
-    return [path for path, ok in zip(files, readable, strict=True) if not ok]
+        sizes = list(pool.map(_image_size, files))
+    warn_large_images([(path, size) for path, size in zip(files, sizes, strict=True) if size is not None])
+    return [path for path, size in zip(files, sizes, strict=True) if size is None]
 
 
 def _shown(path: Path, root: Path) -> str:
@@ -289,6 +311,7 @@ def load_image_files(paths: list[Path], resolution: int, channels: int = 3) -> t
     images: list[torch.Tensor] = []
     bad: list[str] = []
     wrong: list[str] = []
+    warn_large_images([(path, size) for path in paths if (size := _image_size(path)) is not None])
     for path in paths:
         try:
             with Image.open(path) as picture:
@@ -305,6 +328,9 @@ def load_image_files(paths: list[Path], resolution: int, channels: int = 3) -> t
             continue
         except IsADirectoryError:
             bad.append(f"{path} (a folder)")
+            continue
+        except Image.DecompressionBombError:
+            bad.append(f"{path} (above Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx)")
             continue
         except Exception:  # Pillow raises many types for broken files
             bad.append(f"{path} (not a readable image)")

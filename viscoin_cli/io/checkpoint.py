@@ -163,17 +163,77 @@ def load_into(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], sour
     module.load_state_dict(tensors, strict=True)
 
 
+# Bounds on the sizes a config read from a file may ask for (wherever the key sits in it), checked before
+# anything is built: a 70 KB file must not be able to ask for terabytes. Far wider than any published network.
+CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
+    "z_dim": (0, 1 << 14),
+    "w_dim": (1, 1 << 14),
+    "c_dim": (0, 1 << 16),
+    "img_resolution": (4, 1 << 13),
+    "img_channels": (1, 4),
+    "num_layers": (0, 64),
+    "channel_base": (1, 1 << 22),
+    "channel_max": (1, 1 << 14),
+    "cmap_dim": (0, 1 << 14),
+    "num_fp16_res": (0, 16),
+    "mbstd_group_size": (0, 1 << 10),
+    "mbstd_num_channels": (0, 1 << 10),
+    "width": (1, 1 << 12),
+    "num_classes": (2, 1 << 16),
+    "num_concepts": (1, 1 << 14),
+    "hidden": (1, 1 << 14),
+}
+# Weights a network built from a file may have (4 GiB as float32); the largest built here, a 1024 px StyleGAN2
+# or a ResNet50, has tens of millions.
+MAX_PARAMETERS = 1 << 30
+
+
+def check_config_bounds(config: Any, where: str = "") -> None:
+    """Raise ValueError naming the first size in `config` (nested dicts included) outside CONFIG_BOUNDS."""
+    if not isinstance(config, Mapping):
+        return
+    for key, value in config.items():
+        name = f"{where}.{key}" if where else str(key)
+        if isinstance(value, Mapping):
+            check_config_bounds(value, name)
+        elif key in CONFIG_BOUNDS and value is not None:
+            low, high = CONFIG_BOUNDS[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} = {value!r} is not a whole number")
+            if not low <= value <= high:
+                raise ValueError(f"{name} = {value} is outside {low}..{high}")
+
+
+def _count_parameters(build: Callable[..., T], config: Mapping[str, Any]) -> int | None:
+    """The number of weights `build(**config)` would allocate, found by building it on the meta device (no
+    memory); None when the network cannot be built there (then the bounds above are the guard)."""
+    try:
+        with torch.device("meta"):
+            probe = build(**config)
+    except (NotImplementedError, RuntimeError):
+        return None
+    if not isinstance(probe, torch.nn.Module):
+        return None
+    return sum(t.numel() for t in probe.parameters()) + sum(t.numel() for t in probe.buffers())
+
+
 def build_from_config(build: Callable[..., T], config: Any, source: object, what: str) -> T:
     """`build(**config)` for a config read from a file (a checkpoint, an NVIDIA pickle).
 
     The file decides the arguments, so an unknown or missing key or a bad value is the user's problem,
-    not a bug: it becomes one `UserError` line naming `source` and `what` was being built.
+    not a bug: it becomes one `UserError` line naming `source` and `what` was being built. Sizes are
+    checked against CONFIG_BOUNDS and the network's weight count against MAX_PARAMETERS first.
     """
     try:
         if not isinstance(config, Mapping):
             raise TypeError(f"expected a JSON object, got {type(config).__name__}")
+        check_config_bounds(config)
+        count = _count_parameters(build, config)
+        if count is not None and count > MAX_PARAMETERS:
+            limit = MAX_PARAMETERS / 1e9
+            raise ValueError(f"{count / 1e9:.1f} billion weights, more than the {limit:.1f} billion a network may have")
         return build(**config)
-    except (TypeError, ValueError, KeyError, IndexError, AssertionError, UserError) as err:
+    except (TypeError, ValueError, KeyError, IndexError, AssertionError, UserError, ZeroDivisionError) as err:
         reason = one_line(err)
         if not isinstance(err, UserError) and reason != type(err).__name__:
             reason = f"{type(err).__name__}: {reason}"  # "KeyError: 'num_concepts'" says more than "'num_concepts'"
@@ -190,7 +250,7 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
     """Write via a temporary file in the same folder and rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -247,12 +307,12 @@ def save_checkpoint(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     cpu = _cpu_tensors(tensors)
-    return _atomic_write(Path(path), lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
+    return atomic_write(Path(path), lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """An atomic byte-for-byte copy (e.g. best.safetensors from latest.safetensors)."""
-    return _atomic_write(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
+    return atomic_write(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
 
 
 # ---------------------------------------------------------------------------------------------------

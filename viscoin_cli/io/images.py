@@ -35,13 +35,20 @@ def grid_array(images: torch.Tensor, columns: int | None = None, padding: int = 
     return grid
 
 
+# The formats a grid is written in, by file suffix: lossless PNG, or JPEG for a smaller file.
+GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
 def save_grid(images: torch.Tensor, path: str | os.PathLike, columns: int | None = None, padding: int = 2) -> Path:
-    """Write images as one PNG grid (`columns` per row; default: as square as possible), atomically."""
+    """Write images as one grid (`columns` per row; default: as square as possible), atomically, in the
+    format its suffix names (see GRID_FORMATS)."""
+    from viscoin_cli.io.checkpoint import atomic_write
+
     path = Path(path)
+    image_format = GRID_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"{path}: a grid is written as {', '.join(GRID_FORMATS)}")
     grid = grid_array(images, columns, padding)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    picture.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    options = {"quality": 95} if image_format == "JPEG" else {}
+    return atomic_write(path, lambda tmp: picture.save(tmp, format=image_format, **options))

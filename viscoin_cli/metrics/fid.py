@@ -35,6 +35,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError("feature statistics of different dimensions")
+    if not all(np.isfinite(x).all() for x in (mu1, sigma1, mu2, sigma2)):
+        return float("nan")  # features of a broken network (inf/NaN weights): no distance, and the gates fail it
     eigvals1, eigvecs1 = np.linalg.eigh((sigma1 + sigma1.T) / 2)
     sqrt_sigma1 = (eigvecs1 * np.sqrt(np.clip(eigvals1, 0, None))) @ eigvecs1.T
     middle = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
