@@ -10,8 +10,8 @@ from viscoin_cli.interpret.encode import Encoded
 from viscoin_cli.interpret.relevance import global_relevance, local_relevance
 from viscoin_cli.metrics.consistency import SVM_C, consistency, fit_svm, svm_search
 from viscoin_cli.metrics.faithfulness import concepts_above, faithfulness, median, random_like
+from viscoin_cli.nets.concept_model import ConceptOutput
 from viscoin_cli.nets.concepts import InterpretableHead
-from viscoin_cli.nets.viscoin import VisCoINOutput
 
 # --- relevance -----------------------------------------------------------------------------------------
 
@@ -47,6 +47,9 @@ class IdentityModel:
             self.theta.linear.weight.copy_(weight)
             self.theta.linear.bias.zero_()
 
+    def head_weight(self):
+        return self.theta.linear.weight
+
     def render(self, concept_maps, _support):
         return concept_maps.reshape(len(concept_maps), 1, -1, 3)
 
@@ -54,7 +57,7 @@ class IdentityModel:
         maps = images.reshape(len(images), -1, 3, 3)
         pooled = self.theta.pool(maps)
         logits = self.theta.linear(pooled)
-        return VisCoINOutput(maps, pooled, logits, torch.zeros(len(images), 1), logits)
+        return ConceptOutput(maps, pooled, logits, torch.zeros(len(images), 1), logits)
 
     def f(self, images):
         return self.encode(images).logits

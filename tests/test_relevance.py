@@ -11,11 +11,11 @@ from viscoin_cli.interpret.relevance import relevance_tables
 
 
 def _model(weight: torch.Tensor) -> SimpleNamespace:
-    """Just what relevance reads of a VisCoIN model: the head's linear layer θ."""
+    """Just what relevance reads of a concept model: its head's weight W [C, K]."""
     linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
     with torch.no_grad():
         linear.weight.copy_(weight)
-    return SimpleNamespace(theta=SimpleNamespace(linear=linear))
+    return SimpleNamespace(linear=linear, head_weight=lambda: linear.weight)
 
 
 def _encoded(pooled: torch.Tensor, predicted: list[int], labels: list[int], num_classes: int) -> Encoded:
@@ -49,7 +49,7 @@ def test_relevance_tables_by_hand():
 def test_relevance_tables_read_a_half_precision_head_in_fp32():
     weight = torch.tensor([[1.0, -3.0], [0.5, 0.5]])
     model = _model(weight)
-    model.theta.linear.to(torch.bfloat16)
+    model.linear.to(torch.bfloat16)
     local, global_ = relevance_tables(model, _encoded(torch.tensor([[2.0, 1.0]]), [0], [0], 2))
     assert local.dtype == global_.dtype == torch.float32
     assert torch.allclose(local, torch.tensor([[2 / 3, -1.0]]))

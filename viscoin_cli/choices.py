@@ -38,6 +38,7 @@ Augment = _choice("Augment", ("ada", "fixed", "noaug"))
 FidFeatures = _choice("FidFeatures", ("classifier", "inception"))
 Predictor = _choice("Predictor", ("g", "f"))
 Split = _choice("Split", ("test", "train"))
+Method = _choice("Method", ("viscoin", "flint", "flaem"))  # concept models: trained by `train --method`
 NoiseMode = _choice("NoiseMode", ("const", "random", "none"))
 ImageFormat = _choice("ImageFormat", ("png", "npy"))
 PickledGenerator = _choice("PickledGenerator", ("G_ema", "G"))

@@ -88,7 +88,9 @@ def read_model(path: Path) -> ModelFacts:
         raise UserError(
             f"the shipped digits model {path} is missing: train one with `viscoin train` and pass --model PATH"
         )
-    meta = read_meta(path, kind="viscoin")
+    from viscoin_cli.nets.concept_model import METHODS
+
+    meta = read_meta(path, kind=METHODS)
     facts = meta.dataset or {}
     if not {"name", "class_names", "resolution"} <= set(facts) or "num_concepts" not in meta.config:
         raise UserError(f"{meta.path}: the checkpoint does not record its dataset and concepts")
@@ -96,10 +98,11 @@ def read_model(path: Path) -> ModelFacts:
 
 
 def load_model(facts: ModelFacts, rt: Runtime, inputs: Inputs):
-    """The VisCoIN model (f and G from their recorded paths, or the given ones), in eval mode on rt.device."""
-    from viscoin_cli.nets.viscoin import load_viscoin
+    """The concept model (VisCoIN, FLINT or FLAEM; parents from their recorded paths, or the given ones), in
+    eval mode on rt.device."""
+    from viscoin_cli.nets.concept_model import load_concept_model
 
-    model, _ = load_viscoin(facts.path, rt.device, classifier=inputs.classifier, generator=inputs.generator)
+    model, _ = load_concept_model(facts.path, rt.device, classifier=inputs.classifier, generator=inputs.generator)
     return model
 
 

@@ -36,7 +36,7 @@ def global_relevance(local: torch.Tensor, predicted: torch.Tensor, num_classes: 
 
 def head_weight(model) -> torch.Tensor:
     """W, the interpretable head's [C, K] weights, detached, in fp32 on the CPU where the encodings are."""
-    return model.theta.linear.weight.detach().float().cpu()
+    return model.head_weight().detach().float().cpu()
 
 
 def relevance_tables(model, encoded: Encoded) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,7 +38,7 @@ from viscoin_cli.errors import UserError, one_line
 T = TypeVar("T")
 FORMAT = "viscoin"
 FORMAT_VERSION = "1"
-KINDS = ("classifier", "generator", "discriminator", "viscoin", "state")
+KINDS = ("classifier", "generator", "discriminator", "viscoin", "flint", "flaem", "state")
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 
 
@@ -110,15 +110,17 @@ def _json_field(path: Path, metadata: Mapping[str, str], key: str, default: Any)
         raise UserError(f"{path}: corrupt checkpoint metadata ({key!r} is not JSON)") from None
 
 
-def read_meta(path: str | os.PathLike, kind: str | None = None) -> CheckpointMeta:
-    """Read a checkpoint's metadata (not its tensors); check its kind when `kind` is given."""
+def read_meta(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None) -> CheckpointMeta:
+    """Read a checkpoint's metadata (not its tensors); check its kind (or one of several) when given."""
     path = Path(path)
     metadata = _read_header(path).get("__metadata__") or {}
     if metadata.get("format") != FORMAT:
         raise UserError(f"{path}: a safetensors file without viscoin metadata (not written by viscoin)")
     found = metadata.get("kind", "?")
-    if kind is not None and found != kind:
-        raise UserError(f"{path}: is a {found} checkpoint, expected a {kind} checkpoint")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and found not in kinds:
+        expected = " or ".join(kinds)
+        raise UserError(f"{path}: is a {found} checkpoint, expected a {expected} checkpoint")
     try:
         step = int(metadata.get("step", "0"))
     except ValueError:

@@ -375,11 +375,11 @@ def open_evaluation(
     generator: Path | None = None,
     console: Console | None = None,
 ) -> Evaluation:
-    """Load the model (f and G verified against the hashes it records) for evaluation."""
-    from viscoin_cli.nets.viscoin import load_viscoin
+    """Load the model (any method; its parents verified against the hashes it records) for evaluation."""
+    from viscoin_cli.nets.concept_model import load_concept_model
 
     started = time.perf_counter()
-    model, meta = load_viscoin(path, rt.device, classifier=classifier, generator=generator)
+    model, meta = load_concept_model(path, rt.device, classifier=classifier, generator=generator)
     evaluation = Evaluation(model, meta, rt, settings, data_root, data_options or {}, console or make_console(True))
     evaluation.seconds["load"] = time.perf_counter() - started
     return evaluation

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from viscoin_cli.interpret.encode import Encoded
-from viscoin_cli.interpret.relevance import local_relevance
+from viscoin_cli.interpret.relevance import head_weight, local_relevance
 
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.4)
 
@@ -66,7 +66,7 @@ def faithfulness(
     if predictor not in ("g", "f"):
         raise ValueError(f"predictor must be g or f, not {predictor!r}")
     generator = torch.Generator().manual_seed(seed)
-    weight = model.theta.linear.weight.detach().float().cpu()
+    weight = head_weight(model)
     values: dict[float, dict[str, list[torch.Tensor]]] = {t: {"ff": [], "random": [], "zeroed": []} for t in thresholds}
     for start in range(0, len(encoded), batch_size):
         batch = encoded.subset(torch.arange(start, min(start + batch_size, len(encoded))))

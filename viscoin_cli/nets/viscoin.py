@@ -14,42 +14,27 @@ against, whose sha256 the checkpoint records and `load_viscoin` verifies.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.checkpoint import CheckpointMeta, build_from_config, load_checkpoint, load_into, sha256_file
+from viscoin_cli.io.checkpoint import CheckpointMeta, build_from_config, load_checkpoint, load_into
 from viscoin_cli.nets.classifier import Classifier, load_classifier
+from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, freeze, verified_parent
 from viscoin_cli.nets.concepts import ConceptExtractor, ConceptTranslator, InterpretableHead, default_support_ws
 
-
-@dataclass
-class VisCoINOutput:
-    concept_maps: torch.Tensor  # Φ [N, K, 3, 3]
-    pooled: torch.Tensor  # φ̄ [N, K]
-    logits: torch.Tensor  # g(x) [N, C]
-    support: torch.Tensor  # γ [N, K*9]
-    f_logits: torch.Tensor  # f(x) [N, C], from the same forward pass as the taps
-    ws: torch.Tensor | None = None  # Ω(Φ, γ) [N, num_ws, w_dim]
-    recon: torch.Tensor | None = None  # x̃ = G.synthesis(ws) [N, 3, H, W] in [-1, 1]
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Eval mode and no parameter gradients; gradients still flow *through* the module to its inputs."""
-    module.eval()
-    for param in module.parameters():
-        param.requires_grad_(False)
-    return module
+# VisCoIN's output: Φ [N, K, 3, 3], φ̄ [N, K], g(x), γ [N, K*9], f(x), and from forward() Ω(Φ, γ) and x̃.
+VisCoINOutput = ConceptOutput
 
 
 CONFIG_KEYS = ("num_concepts", "hidden", "support_ws")  # what a viscoin checkpoint's config holds
 
 
-class VisCoIN(nn.Module):
+class VisCoIN(ConceptModel):
+    method = "viscoin"
+
     def __init__(self, classifier: Classifier, generator: nn.Module, config: dict[str, Any]):
         unknown = sorted(set(config) - set(CONFIG_KEYS))
         if unknown:  # a key we would silently ignore is a config we do not understand
@@ -70,25 +55,14 @@ class VisCoIN(nn.Module):
         )
         self.config["support_ws"] = list(self.omega.support_ws)  # resolved: sorted, none negative
 
-    @property
-    def num_concepts(self) -> int:
-        return self.config["num_concepts"]
-
-    def train(self, mode: bool = True) -> VisCoIN:
-        """Only Ψ, Θ, Ω ever train; f and G stay in eval mode."""
-        for part in (self.psi, self.theta, self.omega):
-            part.train(mode)
-        self.training = mode
-        return self
-
     def trained_parts(self) -> nn.ModuleDict:
         """What a viscoin checkpoint stores: Ψ, Θ, Ω (f and G live in their own files)."""
         return nn.ModuleDict({"psi": self.psi, "theta": self.theta, "omega": self.omega})
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.trained_parts().parameters())
+    def head_weight(self) -> torch.Tensor:
+        return self.theta.linear.weight
 
-    def encode(self, images: torch.Tensor) -> VisCoINOutput:
+    def encode(self, images: torch.Tensor) -> ConceptOutput:
         """Concepts and prediction for [-1, 1] images (no rendering)."""
         taps = self.f.forward_taps(images)
         concept_maps, support = self.psi(taps)
@@ -102,7 +76,7 @@ class VisCoIN(nn.Module):
         """x̃ from (possibly edited) concept maps: G.synthesis(Ω(Φ, γ)), constant noise."""
         return self.G.synthesis(self.translate(concept_maps, support), noise_mode="const")
 
-    def forward(self, images: torch.Tensor) -> VisCoINOutput:
+    def forward(self, images: torch.Tensor) -> ConceptOutput:
         out = self.encode(images)
         out.ws = self.translate(out.concept_maps, out.support)
         out.recon = self.G.synthesis(out.ws, noise_mode="const")
@@ -138,14 +112,6 @@ def check_compatible(classifier_meta: CheckpointMeta, generator_meta: Checkpoint
         )
 
 
-def _find_parent(recorded: Path, model_path: Path) -> Path:
-    """The recorded path, else a file of the same name next to the model (a copied or cloned folder)."""
-    if recorded.is_file():
-        return recorded
-    sibling = Path(model_path).parent / recorded.name
-    return sibling if sibling.is_file() else recorded
-
-
 def load_viscoin(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -156,17 +122,10 @@ def load_viscoin(
     from viscoin_cli.nets.stylegan2 import load_generator
 
     tensors, meta = load_checkpoint(path, kind="viscoin")
-    parts = {}
-    for role, override in (("classifier", classifier), ("generator", generator)):
-        record = meta.parents.get(role)
-        if record is None:
-            raise UserError(f"{meta.path}: does not record its {role}")
-        file = Path(override) if override is not None else _find_parent(Path(record["path"]), meta.path)
-        if not file.is_file():
-            raise UserError(f"{meta.path}: its {role} {file} is missing (pass --{role} PATH to point at it)")
-        if sha256_file(file) != record["sha256"]:
-            raise UserError(f"{file}: is not the {role} {meta.path} was trained with (sha256 differs)")
-        parts[role] = file
+    parts = {
+        role: verified_parent(meta, role, override)
+        for role, override in (("classifier", classifier), ("generator", generator))
+    }
     f, _ = load_classifier(parts["classifier"], device)
     G, _ = load_generator(parts["generator"], device)
     model = build_from_config(lambda **config: VisCoIN(f, G, config), meta.config, meta.path, "viscoin")
