@@ -114,7 +114,7 @@ def default_workers(dataset: str, workers: int | None) -> int:
     return 0 if dataset == "digits" else min(8, os.cpu_count() or 1)
 
 
-MODEL_HELP = "Trained VisCoIN model (from viscoin train) [default: the shipped digits model]."
+MODEL_HELP = "Trained concept model (from viscoin train: VisCoIN, FLINT or FLAEM) [default: the shipped digits model]."
 Model = Annotated[Path, typer.Option("--model", help=MODEL_HELP, show_default=False)]
 ClassifierPath = Annotated[
     Path,
