@@ -21,14 +21,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
 
 from viscoin_cli.choices import Method
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.checkpoint import CheckpointMeta, read_meta, sha256_file
+from viscoin_cli.io.checkpoint import (
+    CheckpointMeta,
+    build_from_config,
+    load_checkpoint,
+    load_into,
+    read_meta,
+    sha256_file,
+)
 
 METHODS = tuple(str(method) for method in Method)  # the checkpoint kinds of trained concept models
 
@@ -115,6 +122,23 @@ class ConceptModel(nn.Module):
         out = self.encode(images)
         out.recon = self.render(out.concept_maps, out.support)
         return out
+
+
+M = TypeVar("M", bound=ConceptModel)
+
+
+def load_on_classifier(
+    model_type: type[M], path: str | os.PathLike, device: str | torch.device, classifier: str | os.PathLike | None
+) -> tuple[M, CheckpointMeta]:
+    """A trained model of a method built as `model_type(f, config)` (the baselines): its checkpoint of kind
+    `model_type.method`, f from the recorded path (or the given one) with its hash verified."""
+    from viscoin_cli.nets.classifier import load_classifier
+
+    tensors, meta = load_checkpoint(path, kind=model_type.method)
+    f, _ = load_classifier(verified_parent(meta, "classifier", classifier), device)
+    model = build_from_config(lambda **config: model_type(f, config), meta.config, meta.path, model_type.method)
+    load_into(model.trained_parts(), tensors, meta.path)
+    return model.to(device).eval(), meta
 
 
 def load_concept_model(

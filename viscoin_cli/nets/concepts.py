@@ -57,8 +57,9 @@ class TapProjection(nn.Module):
         return F.relu(self.conv(features))
 
 
-class ConceptExtractor(nn.Module):
-    """Ψ: three taps of f -> concept maps Φ [N, K, 3, 3] (non-negative) and support vector γ [N, K*9]."""
+class ConceptMapExtractor(nn.Module):
+    """Three taps of f -> non-negative concept maps [N, K, 3, 3]: each tap projected to the common grid,
+    a 3x3 trunk conv, a 1x1 conv to K maps. Ψ without its support branch (also FLINT's Φ)."""
 
     def __init__(self, tap_channels: dict[str, int], tap_strides: dict[str, int], num_concepts: int, hidden: int):
         super().__init__()
@@ -71,15 +72,29 @@ class ConceptExtractor(nn.Module):
             self.projections[name] = TapProjection(tap_channels[name], hidden, ratio)
         self.trunk = nn.Conv2d(len(TAPS) * hidden, hidden, 3, padding=1)
         self.concept_conv = nn.Conv2d(hidden, num_concepts, 1)  # the layer L_orth acts on
-        support_size = num_concepts * CONCEPT_GRID**2
-        self.support_fc1 = nn.Linear(hidden * CONCEPT_GRID**2, support_size)
-        self.support_fc2 = nn.Linear(support_size, support_size)
         self.num_concepts = num_concepts
 
-    def forward(self, taps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def maps_and_trunk(self, taps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         projected = [self.projections[name](taps[name]) for name in TAPS]  # each [N, hidden, g, g]
         trunk = F.relu(self.trunk(torch.cat(projected, dim=1)))  # [N, hidden, g, g]
         concept_maps = F.adaptive_avg_pool2d(F.relu(self.concept_conv(trunk)), CONCEPT_GRID)  # [N, K, 3, 3]
+        return concept_maps, trunk
+
+    def forward(self, taps: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.maps_and_trunk(taps)[0]
+
+
+class ConceptExtractor(ConceptMapExtractor):
+    """Ψ: three taps of f -> concept maps Φ [N, K, 3, 3] (non-negative) and support vector γ [N, K*9]."""
+
+    def __init__(self, tap_channels: dict[str, int], tap_strides: dict[str, int], num_concepts: int, hidden: int):
+        super().__init__(tap_channels, tap_strides, num_concepts, hidden)
+        support_size = num_concepts * CONCEPT_GRID**2
+        self.support_fc1 = nn.Linear(hidden * CONCEPT_GRID**2, support_size)
+        self.support_fc2 = nn.Linear(support_size, support_size)
+
+    def forward(self, taps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        concept_maps, trunk = self.maps_and_trunk(taps)
         pooled_trunk = F.adaptive_avg_pool2d(trunk, CONCEPT_GRID).flatten(1)  # [N, hidden*9]
         support = self.support_fc2(F.relu(self.support_fc1(pooled_trunk)))  # [N, K*9]
         return concept_maps, support

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.checkpoint import CheckpointMeta, build_from_config, load_checkpoint, load_into
-from viscoin_cli.nets.classifier import Classifier, load_classifier
-from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, freeze, verified_parent
+from viscoin_cli.io.checkpoint import CheckpointMeta
+from viscoin_cli.nets.classifier import Classifier
+from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, freeze, load_on_classifier
 
 CONFIG_KEYS = ("num_concepts", "resolution", "decoder_channels")  # what a flaem checkpoint's config holds
 DECODER_CHANNELS = (16, 8)  # the official decoder's widths after its first and second transposed conv
@@ -130,13 +130,7 @@ class FLAEM(ConceptModel):
 
 
 def load_flaem(
-    path: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    classifier: str | os.PathLike | None = None,
+    path: str | os.PathLike, device: str | torch.device = "cpu", classifier: str | os.PathLike | None = None
 ) -> tuple[FLAEM, CheckpointMeta]:
     """A trained FLAEM, with f from the recorded path (or the given one), its hash verified."""
-    tensors, meta = load_checkpoint(path, kind="flaem")
-    f, _ = load_classifier(verified_parent(meta, "classifier", classifier), device)
-    model = build_from_config(lambda **config: FLAEM(f, config), meta.config, meta.path, "flaem")
-    load_into(model.trained_parts(), tensors, meta.path)
-    return model.to(device).eval(), meta
+    return load_on_classifier(FLAEM, path, device, classifier)

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.checkpoint import CheckpointMeta, build_from_config, load_checkpoint, load_into
-from viscoin_cli.nets.classifier import Classifier, load_classifier
-from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, freeze, verified_parent
-from viscoin_cli.nets.concepts import CONCEPT_GRID, TAPS, TapProjection
+from viscoin_cli.io.checkpoint import CheckpointMeta
+from viscoin_cli.nets.classifier import Classifier
+from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, freeze, load_on_classifier
+from viscoin_cli.nets.concepts import ConceptMapExtractor
 
 CONFIG_KEYS = ("num_concepts", "hidden", "resolution")  # what a flint checkpoint's config holds
 HEAD_DROPOUT = 0.01  # FLINT's `explainer`: nn.Dropout(0.01) before its linear layer
@@ -37,26 +37,9 @@ DECODER_MIN_BASE = 4  # smallest spatial base the fc layer writes (small images 
 RESOLUTIONS = (16, 8192)  # the decoder's supported sizes (powers of two)
 
 
-class AttributeExtractor(nn.Module):
-    """Φ: VisCoIN's Ψ without its support branch (same taps, projections, trunk and 1x1 concept conv):
-    three taps of f -> non-negative attribute maps [N, K, 3, 3]."""
-
-    def __init__(self, tap_channels: dict[str, int], tap_strides: dict[str, int], num_concepts: int, hidden: int):
-        super().__init__()
-        grid_stride = max(tap_strides[name] for name in TAPS)
-        self.projections = nn.ModuleDict()
-        for name in TAPS:
-            ratio = grid_stride // tap_strides[name]
-            if ratio * tap_strides[name] != grid_stride or ratio & (ratio - 1):
-                raise UserError(f"classifier taps have incompatible strides {tap_strides}")
-            self.projections[name] = TapProjection(tap_channels[name], hidden, ratio)
-        self.trunk = nn.Conv2d(len(TAPS) * hidden, hidden, 3, padding=1)
-        self.concept_conv = nn.Conv2d(hidden, num_concepts, 1)
-
-    def forward(self, taps: dict[str, torch.Tensor]) -> torch.Tensor:
-        projected = [self.projections[name](taps[name]) for name in TAPS]  # each [N, hidden, g, g]
-        trunk = F.relu(self.trunk(torch.cat(projected, dim=1)))
-        return F.adaptive_avg_pool2d(F.relu(self.concept_conv(trunk)), CONCEPT_GRID)  # [N, K, 3, 3]
+# Φ: VisCoIN's Ψ without its support branch (same taps, projections, trunk and 1x1 concept conv): three
+# taps of f -> non-negative attribute maps [N, K, 3, 3].
+AttributeExtractor = ConceptMapExtractor
 
 
 class FlintHead(nn.Module):
@@ -156,13 +139,7 @@ class FLINT(ConceptModel):
 
 
 def load_flint(
-    path: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    classifier: str | os.PathLike | None = None,
+    path: str | os.PathLike, device: str | torch.device = "cpu", classifier: str | os.PathLike | None = None
 ) -> tuple[FLINT, CheckpointMeta]:
     """A trained FLINT with f from the recorded path (or the given one), its hash verified."""
-    tensors, meta = load_checkpoint(path, kind="flint")
-    f, _ = load_classifier(verified_parent(meta, "classifier", classifier), device)
-    model = build_from_config(lambda **config: FLINT(f, config), meta.config, meta.path, "flint")
-    load_into(model.trained_parts(), tensors, meta.path)
-    return model.to(device).eval(), meta
+    return load_on_classifier(FLINT, path, device, classifier)

@@ -138,6 +138,29 @@ def check_classes(f_meta: CheckpointMeta, facts: dict[str, Any]) -> None:
         raise UserError(f"{f_meta.path} was trained on other classes than {facts['name']}'s")
 
 
+class BaselineTraining:
+    """What the baselines' recipes share: data at f's resolution, f itself, the parents record and the start
+    line; a subclass builds `self.model` and its loss (they train on real images only, no generator)."""
+
+    name: str  # "FLINT"
+    concept_noun: str  # "attributes"
+
+    def __init__(self, cfg: ConceptTrainConfig, rt: Runtime):
+        from viscoin_cli.io.checkpoint import parent_record, read_meta
+        from viscoin_cli.nets.classifier import load_classifier
+
+        f_meta = read_meta(cfg.classifier, kind="classifier")
+        self.train_set, self.test_set = load_splits(cfg, cfg.resolution or (f_meta.dataset or {}).get("resolution"))
+        check_classes(f_meta, self.train_set.facts())
+        self.f, _ = load_classifier(cfg.classifier, rt.device)
+        self.parents = {"classifier": parent_record(cfg.classifier)}
+        self.description = (
+            f"{self.name} with K={cfg.num_concepts} {self.concept_noun} on {cfg.dataset} ({len(self.train_set)} "
+            f"train images, {self.train_set.resolution} px), f={f_meta.path.name}, "
+            f"{cfg.real_batch // rt.world_size} images per step per process"
+        )
+
+
 def load_splits(cfg: ConceptTrainConfig, resolution: int) -> tuple[ImageDataset, ImageDataset]:
     """The augmented training split and the test split at `resolution`."""
     data_kw = dict(

@@ -11,12 +11,10 @@ from typing import Any
 import torch
 
 from viscoin_cli.choices import Method
-from viscoin_cli.io.checkpoint import parent_record, read_meta
-from viscoin_cli.nets.classifier import load_classifier
 from viscoin_cli.nets.concept_model import ConceptOutput
 from viscoin_cli.nets.flaem import FLAEM
 from viscoin_cli.runtime import Runtime
-from viscoin_cli.training.concepts import ConceptTrainConfig, check_classes, load_splits, paper_concepts
+from viscoin_cli.training.concepts import BaselineTraining, ConceptTrainConfig, paper_concepts
 from viscoin_cli.training.flaem_losses import FlaemWeights, flaem_loss
 
 # K as VisCoIN's preset (the paper compares at the same K); iterations ≈ 100 epochs at batch 128.
@@ -42,27 +40,19 @@ class FlaemConfig(ConceptTrainConfig):
         return FlaemTraining(self, rt)
 
 
-class FlaemTraining:
+class FlaemTraining(BaselineTraining):
     """FLAEM's model, data and step loss for the shared loop (real images only, no generator)."""
 
     terms = ("fidelity", "reconstruction", "sparsity")
     shown = ("fidelity", "reconstruction")
 
+    name, concept_noun = "FLAEM", "concepts"
+
     def __init__(self, cfg: FlaemConfig, rt: Runtime):
-        f_meta = read_meta(cfg.classifier, kind="classifier")
-        resolution = cfg.resolution or (f_meta.dataset or {}).get("resolution")
-        self.train_set, self.test_set = load_splits(cfg, resolution)
-        check_classes(f_meta, self.train_set.facts())
-        f, _ = load_classifier(cfg.classifier, rt.device)
+        super().__init__(cfg, rt)
         config = {"num_concepts": cfg.num_concepts, "resolution": self.train_set.resolution}
-        self.model = FLAEM(f, config).to(rt.device)
+        self.model = FLAEM(self.f, config).to(rt.device)
         self.weights = FlaemWeights(cfg.fidelity_weight, cfg.concept_weight, cfg.sparsity_weight)
-        self.parents = {"classifier": parent_record(cfg.classifier)}
-        self.description = (
-            f"FLAEM with K={cfg.num_concepts} concepts on {cfg.dataset} ({len(self.train_set)} train images, "
-            f"{self.train_set.resolution} px), f={f_meta.path.name}, {cfg.real_batch // rt.world_size} images per "
-            "step per process"
-        )
 
     def loss(
         self,

@@ -12,12 +12,10 @@ from typing import Any
 import torch
 
 from viscoin_cli.choices import Method
-from viscoin_cli.io.checkpoint import parent_record, read_meta
-from viscoin_cli.nets.classifier import load_classifier
 from viscoin_cli.nets.concept_model import ConceptOutput
 from viscoin_cli.nets.flint import FLINT
 from viscoin_cli.runtime import Runtime
-from viscoin_cli.training.concepts import ConceptTrainConfig, check_classes, load_splits, paper_concepts
+from viscoin_cli.training.concepts import BaselineTraining, ConceptTrainConfig, paper_concepts
 from viscoin_cli.training.flint_losses import FlintWeights, flint_loss
 
 # K and Ψ's width as VisCoIN's presets (the paper keeps Φ's structure and K); iterations ≈ 51 epochs at batch 16.
@@ -51,27 +49,20 @@ class FlintConfig(ConceptTrainConfig):
         return FlintTraining(self, rt)
 
 
-class FlintTraining:
+class FlintTraining(BaselineTraining):
     """FLINT's model, data and step loss for the shared loop (real images only, no generator)."""
 
     terms = ("output_fidelity", "input_fidelity", "conciseness", "diversity", "sparsity")
     shown = ("output_fidelity", "input_fidelity")
 
+    name, concept_noun = "FLINT", "attributes"
+
     def __init__(self, cfg: FlintConfig, rt: Runtime):
-        f_meta = read_meta(cfg.classifier, kind="classifier")
-        self.train_set, self.test_set = load_splits(cfg, cfg.resolution or (f_meta.dataset or {}).get("resolution"))
-        check_classes(f_meta, self.train_set.facts())
-        f, _ = load_classifier(cfg.classifier, rt.device)
+        super().__init__(cfg, rt)
         config = {"num_concepts": cfg.num_concepts, "hidden": cfg.hidden, "resolution": self.train_set.resolution}
-        self.model = FLINT(f, config).to(rt.device)
+        self.model = FLINT(self.f, config).to(rt.device)
         self.weights = FlintWeights(
             cfg.output_fidelity_weight, cfg.input_fidelity_weight, cfg.entropy_weight, cfg.sparsity_weight
-        )
-        self.parents = {"classifier": parent_record(cfg.classifier)}
-        self.description = (
-            f"FLINT with K={cfg.num_concepts} attributes on {cfg.dataset} ({len(self.train_set)} train images, "
-            f"{self.train_set.resolution} px), f={f_meta.path.name}, {cfg.real_batch // rt.world_size} images per "
-            "step per process"
         )
 
     def loss(
