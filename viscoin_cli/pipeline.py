@@ -208,7 +208,7 @@ def run(out: Path, stages: list[Stage], runtime: list[str], invoke: Invoke, cons
         if stage.source != "run":
             console.print(f"{position}: the {stage.source} {stage.output}")
             record["stages"][stage.name] = {"status": stage.source, "seconds": 0.0, "output": str(stage.output)}
-        elif done.get("status") == "done" and stage.output.exists():
+        elif str(done.get("status", "")).startswith("done") and stage.output.exists():  # also "done (earlier run)"
             console.print(f"{position}: done in an earlier run")
             record["stages"][stage.name] = {**done, "status": "done (earlier run)"}
         else:  # the stage's own output (its progress bar) follows its command line
