@@ -10,14 +10,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from viscoin_cli.choices import Choice
 from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli._groups import Run
-from viscoin_cli.cli._parse import parse_indices, parse_thresholds
+from viscoin_cli.cli._parse import parse_indices, parse_metrics, parse_thresholds
 from viscoin_cli.errors import UserError
+from viscoin_cli.metrics.checks import METRICS
 
 if TYPE_CHECKING:
     from viscoin_cli.metrics.evaluation import Evaluation, Settings
+
+
+# Metrics computed only when named: not part of `all` (AM makes visualization_fid hours long on a big model).
+OPTIONAL_METRICS = ("visualization_fid",)
+
+
+class VisMethod(Choice):
+    """How a concept is shown: λ-edits rendered by the model's decoder, or activation maximisation."""
+
+    render = "render"
+    am = "am"
+
+
+def parse_metric_names(text: str, option: str = "METRIC") -> list[str]:
+    """`parse_metrics`, plus the optional metrics (visualization-fid or visualization_fid), which come last."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    optional = [name.replace("-", "_") for name in names if name.replace("-", "_") in OPTIONAL_METRICS]
+    rest = [name for name in names if name.replace("-", "_") not in OPTIONAL_METRICS]
+    for name in rest:
+        if name != "all" and name not in METRICS:
+            known = ", ".join((*METRICS, *(name.replace("_", "-") for name in OPTIONAL_METRICS)))
+            raise UserError(f"{option} {name!r}: unknown metric, expected one of {known} or all (a comma list)")
+    selected = parse_metrics(",".join(rest), option) if rest or not optional else []
+    return selected + [name for name in OPTIONAL_METRICS if name in optional]
 
 
 @dataclass(frozen=True)
@@ -36,6 +62,9 @@ class MetricOptions:
     consistency_samples: int = 100
     concepts: str | None = None
     standardize: bool = False
+    vis_pairs: int = 400
+    vis_method: str | None = None
+    am_steps: int | None = None
 
 
 def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size: int, run: Run) -> Settings:
@@ -54,6 +83,11 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
         raise UserError(f"--lambda {options.lam}: must be a finite number")
     if options.inception_weights is not None and options.fid_features != "inception":
         raise UserError("--inception-weights applies to --fid-features inception")
+    common.check_positive(options.vis_pairs, "--vis-pairs")
+    if options.am_steps is not None:
+        from viscoin_cli.interpret.am import check_steps
+
+        check_steps(options.am_steps)
     concepts = options.concepts
     return Settings(
         seed=run.seed,
@@ -70,6 +104,9 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
         lpips_weights=str(options.lpips_weights) if options.lpips_weights else None,
         fid_features=str(options.fid_features),
         inception_weights=str(options.inception_weights) if options.inception_weights else None,
+        vis_pairs=options.vis_pairs,
+        vis_method=str(options.vis_method) if options.vis_method is not None else None,
+        am_steps=options.am_steps,
     )
 
 

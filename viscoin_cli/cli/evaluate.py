@@ -10,7 +10,7 @@ import typer
 from viscoin_cli import choices
 from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
-from viscoin_cli.cli._evaluation import MetricOptions, build_settings, open_model
+from viscoin_cli.cli._evaluation import MetricOptions, VisMethod, build_settings, open_model
 from viscoin_cli.cli._groups import SEEDED_RUNTIME, Run, grouped, option_group
 from viscoin_cli.cli.app import app
 from viscoin_cli.shipped import DEFAULT_MODEL
@@ -22,8 +22,12 @@ EXIT_CHECK_FAILED = 1
 FAITH = "Faithfulness"
 CONSIST = "Consistency"
 RECON = "Reconstruction"
+VIS = "Visualisation FID"
 CHECKS = "Checks (CI)"
-METRIC_HELP = "accuracy, reconstruction, faithfulness, consistency, all, or a comma list."
+METRIC_HELP = (
+    "accuracy, reconstruction, faithfulness, consistency, all (those four), visualization-fid (never in all: "
+    "slow with AM), or a comma list."
+)
 KEYS_HELP = (
     "KEY is a dotted path into the JSON's metrics, as the table prints it: accuracy.g, accuracy.f, "
     "reconstruction.mse, reconstruction.fid, faithfulness.0.2.median, consistency.mean, "
@@ -104,6 +108,34 @@ Standardize = Annotated[
         rich_help_panel=CONSIST,
     ),
 ]
+VisPairs = Annotated[
+    int,
+    typer.Option(
+        "--vis-pairs",
+        help="Random relevant (class, concept) pairs (global relevance > 0.4) to visualise, 3 samples each; all "
+        "of them when fewer (the paper: 400).",
+        rich_help_panel=VIS,
+    ),
+]
+VisMethodOption = Annotated[
+    VisMethod | None,
+    typer.Option(
+        "--vis-method",
+        help="render: the render with the concept's map scaled by λ = 4; am: activation maximisation from the "
+        "sample (FLINT's way) [default: render for VisCoIN, am for FLINT and FLAEM, as the paper].",
+        rich_help_panel=VIS,
+        show_default=False,
+    ),
+]
+AmSteps = Annotated[
+    int | None,
+    typer.Option(
+        "--am-steps",
+        help="Activation maximisation steps per image (with --vis-method am) [default: 1000, the paper's].",
+        rich_help_panel=VIS,
+        show_default=False,
+    ),
+]
 METRIC_OPTIONS = option_group(
     MetricOptions,
     lpips=(Lpips, None),
@@ -117,6 +149,9 @@ METRIC_OPTIONS = option_group(
     consistency_samples=(ConsistencySamples, 100),
     concepts=(Concepts, None),
     standardize=(Standardize, False),
+    vis_pairs=(VisPairs, 400),
+    vis_method=(VisMethodOption, None),
+    am_steps=(AmSteps, None),
 )
 
 
@@ -157,6 +192,9 @@ def evaluate(
     class's probability; median over --samples test samples, beside zeroing as many random concepts.
     consistency: per concept, a linear SVM tells renders with Φ_k = λ·a_max from renders with Φ_k = 0 (f's
     layer2 features); its test accuracy, mean ± std over concepts.
+    visualization-fid (paper App. C.2; not in all): FID between visualisations of the 3 most activating test
+    images of --vis-pairs random relevant (class, concept) pairs and as many test images, on the FID features
+    of reconstruction.
 
     The same --seed gives the same numbers. --json prints one document with every number, the settings
     and the seconds each metric took. --fail-under / --fail-over turn it into a CI gate: exit 1 when a
@@ -165,9 +203,10 @@ def evaluate(
     Example: viscoin evaluate all --model runs/viscoin-cub/latest.safetensors --data-root ~/data/CUB_200_2011
     --json --fail-under accuracy.g=0.75 --fail-under faithfulness.0.2.median=0.1
     """
-    from viscoin_cli.cli._parse import parse_check, parse_metrics
+    from viscoin_cli.cli._evaluation import parse_metric_names
+    from viscoin_cli.cli._parse import parse_check
 
-    metrics = parse_metrics(metric)
+    metrics = parse_metric_names(metric)
     checks = [parse_check(text, "under") for text in fail_under or []]
     checks += [parse_check(text, "over") for text in fail_over or []]
     facts = common.read_model(model_path)
@@ -215,8 +254,22 @@ def print_table(document: dict[str, Any]) -> None:
     )
     for column in ("key", "value", "detail"):
         table.add_column(column, overflow="fold")
-    for row in summary_rows(document["metrics"]):
+    for row in summary_rows(document["metrics"]) + visualization_rows(document["metrics"]):
         table.add_row(*row)
     seconds = ", ".join(f"{name} {value:.1f}s" for name, value in document["seconds"].items())
     table.caption = f"time: {seconds}"
     Console(soft_wrap=False).print(table)
+
+
+def visualization_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The table's row for visualization_fid (interpret/tables.py knows the metrics of `all`)."""
+    vis = metrics.get("visualization_fid")
+    if vis is None:
+        return []
+    how = f"AM, {vis['am_steps']} steps" if vis["method"] == "am" else f"renders at λ={vis['lambda']:g}"
+    fid = "—" if vis["fid"] is None else f"{vis['fid']:.4f}"
+    detail = (
+        f"{vis['visualizations']} visualisations ({how}) of {vis['pairs']} relevant pairs vs {vis['samples']} "
+        f"test images, features: {vis['fid_features']}"
+    )
+    return [("visualization_fid.fid", fid, detail)]

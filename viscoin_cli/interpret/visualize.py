@@ -7,6 +7,9 @@ One row per sample; columns: the input, x̃_λ for each λ (λ = 1 is the plain 
     energy   ‖x̃_λ − x̃_1‖² summed over channels, per pixel, in gray
 Each view is mapped into [-1, 1] for display, black = no change and white = the largest change of its
 row, so the columns of one sample share a scale and a larger λ visibly changes more.
+With activation maximisation instead (`method="am"`, interpret/am.py, FLINT's way of showing a concept)
+the columns are the input, AM's starting image and AM's result, then with `diff` the same three views of
+result − start.
 `ConceptGrids` picks the samples, renders and writes a grid, and says in JSON what each row shows.
 """
 
@@ -20,12 +23,14 @@ from typing import Any
 import torch
 
 from viscoin_cli.data.images import ImageDataset
+from viscoin_cli.interpret.am import AMResult, AMSettings, maximize_concepts
 from viscoin_cli.interpret.amplify import amplify, top_activating
 from viscoin_cli.interpret.encode import Encoded, stack_images
 from viscoin_cli.interpret.relevance import relevance_tables, top_concepts
 from viscoin_cli.io.images import save_grid
 
 PADDING = 2  # pixels between grid tiles (save_grid's default)
+AM_COLUMNS = ("input", "am start", "am")  # the sample, where AM started (init_scale · sample), AM's result
 
 
 def lambda_name(lam: float) -> str:
@@ -42,13 +47,23 @@ def column_names(lambdas: Sequence[float], diff: bool) -> list[str]:
     return names
 
 
+def am_column_names(diff: bool) -> list[str]:
+    """Names of an AM grid's columns, in order."""
+    return [*AM_COLUMNS, *(["added am", "removed am", "energy am"] if diff else [])]
+
+
 def difference_views(renders: torch.Tensor, lambdas: Sequence[float]) -> torch.Tensor:
     """[N, L, C, H, W] renders (one of them at λ = 1) -> [N, 3·(L−1), C, H, W] added / removed / energy views."""
     lambdas = list(lambdas)
-    base = renders[:, lambdas.index(1)]
     others = [j for j, lam in enumerate(lambdas) if lam != 1]
-    delta = renders[:, others] - base[:, None]  # [N, M, C, H, W] in [-2, 2]
-    if not others:
+    return change_views(renders[:, lambdas.index(1)], renders[:, others])
+
+
+def change_views(base: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] base and [N, M, C, H, W] changed images -> [N, 3·M, C, H, W] added / removed / energy views
+    of each change, scaled per row (white = the row's largest change)."""
+    delta = changed - base[:, None]  # [N, M, C, H, W] in [-2, 2]
+    if not delta.shape[1]:
         return delta
     tiny = torch.finfo(delta.dtype).tiny
     span = delta.abs().amax(dim=(1, 2, 3, 4), keepdim=True).clamp_min(tiny)  # largest change of the row
@@ -68,21 +83,58 @@ def sweep_tiles(inputs: torch.Tensor, renders: torch.Tensor, lambdas: Sequence[f
     return torch.cat(parts, dim=1).flatten(0, 1)
 
 
+def am_tiles(inputs: torch.Tensor, result: AMResult, diff: bool) -> torch.Tensor:
+    """An AM grid's images in row-major order: input, start, result, then the views of result − start."""
+    parts = [inputs[:, None].float(), result.start[:, None], result.images[:, None]]
+    if diff:
+        parts.append(change_views(result.start, result.images[:, None]))
+    return torch.cat(parts, dim=1).flatten(0, 1)
+
+
 def best_pairs(relevance: torch.Tensor, count: int) -> list[tuple[int, int]]:
     """The `count` (class, concept) pairs of highest global relevance [C, K]; ties in (class, concept) order."""
     _, flat = top_concepts(relevance.flatten(), count)
     return [divmod(int(i), relevance.shape[1]) for i in flat]
 
 
+def relevant_pairs(relevance: torch.Tensor, threshold: float, count: int, seed: int) -> list[tuple[int, int]]:
+    """`count` (class, concept) pairs drawn at random (seeded, no repeats) among those with global relevance
+    r_{k,c} > threshold, in (class, concept) order; all of them when there are fewer."""
+    flat = (relevance.flatten() > threshold).nonzero().flatten()
+    if len(flat) > count:
+        chosen = torch.randperm(len(flat), generator=torch.Generator().manual_seed(seed))[:count]
+        flat = flat[chosen.sort().values]
+    return [divmod(int(i), relevance.shape[1]) for i in flat]
+
+
+@torch.no_grad()
+def render_scaled(
+    model, encoded: Encoded, concepts: torch.Tensor, lam: float, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """x̃_λ [N, C, H, W] in [-1, 1] (CPU) of each encoded sample with its own concept `concepts[i]` scaled by λ:
+    many (sample, concept) pairs in one batch, where `amplify` scales one concept for all samples."""
+    images = []
+    for first in range(0, len(encoded), batch_size):
+        maps = encoded.concept_maps[first : first + batch_size].to(device)
+        rows = torch.arange(len(maps), device=device)
+        chosen = concepts[first : first + batch_size].to(device)
+        maps[rows, chosen] = maps[rows, chosen] * lam
+        rendered = model.render(maps, encoded.support[first : first + batch_size].to(device))
+        images.append(rendered.float().clamp(-1, 1).cpu())
+    return torch.cat(images)
+
+
 @dataclass
 class ConceptGrids:
-    """Grids of one model, all with the same λ columns (and difference views when `diff`)."""
+    """Grids of one model, all with the same λ columns (and difference views when `diff`), or AM's columns
+    when `am` holds AM's settings."""
 
     model: Any
     class_names: list[str]
     lambdas: list[float]
     diff: bool
     batch_size: int
+    am: AMSettings | None = None
 
     def of_images(
         self, encoded: Encoded, pictures: torch.Tensor, paths: Sequence[Path], concept: int, out: Path
@@ -124,9 +176,16 @@ class ConceptGrids:
         head: dict[str, Any],
     ) -> dict[str, Any]:
         """Render and write one grid; what the JSON says about it (`sources`: where each row comes from)."""
-        renders = amplify(self.model, encoded.concept_maps, encoded.support, concept, self.lambdas, self.batch_size)
-        columns = column_names(self.lambdas, self.diff)
-        tiles = sweep_tiles(inputs, renders, self.lambdas, self.diff)
+        result = None
+        if self.am is not None:
+            concepts = [concept] * len(inputs)
+            result = maximize_concepts(self.model, inputs, concepts, self.am, batch_size=self.batch_size)
+            columns = am_column_names(self.diff)
+            tiles = am_tiles(inputs, result, self.diff)
+        else:
+            renders = amplify(self.model, encoded.concept_maps, encoded.support, concept, self.lambdas, self.batch_size)
+            columns = column_names(self.lambdas, self.diff)
+            tiles = sweep_tiles(inputs, renders, self.lambdas, self.diff)
         save_grid(tiles, out, columns=len(columns), padding=PADDING)
         local, _ = relevance_tables(self.model, encoded)
         rows = []
@@ -140,6 +199,7 @@ class ConceptGrids:
                     "predicted_name": self.class_names[predicted],
                     "activation": float(encoded.pooled[row, concept]),
                     "relevance": float(local[row, concept]),
+                    **self._am_row(result, row),
                 }
             )
         size = inputs.shape[-1]
@@ -147,7 +207,9 @@ class ConceptGrids:
             "path": str(out),
             "concept": concept,
             **head,
-            "lambdas": self.lambdas,
+            "method": "render" if self.am is None else "am",
+            "lambdas": self.lambdas if self.am is None else None,
+            "am_steps": None if self.am is None else self.am.steps,
             "columns": columns,
             "samples": rows,
             "grid": {
@@ -156,4 +218,14 @@ class ConceptGrids:
                 "width": len(columns) * (size + PADDING) + PADDING,
                 "height": len(rows) * (size + PADDING) + PADDING,
             },
+        }
+
+    @staticmethod
+    def _am_row(result: AMResult | None, row: int) -> dict[str, float]:
+        """What AM did to one row: φ̄_k at its start and of its result (nothing for a λ grid)."""
+        if result is None:
+            return {}
+        return {
+            "am_start_activation": float(result.start_activation[row]),
+            "am_activation": float(result.activation[row]),
         }

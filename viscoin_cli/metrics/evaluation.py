@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +27,16 @@ from viscoin_cli.io.checkpoint import CheckpointMeta, sha256_file
 from viscoin_cli.metrics.checks import Check, expected_keys, null_non_finite, run_checks, validate_checks
 from viscoin_cli.runtime import Runtime
 
+if TYPE_CHECKING:
+    from viscoin_cli.interpret.am import AMSettings
+
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.4)
 FID_FEATURES = ("classifier", "inception")
 LPIPS_MIN_SIZE = 64  # LPIPS' AlexNet pools a 16 px image down to nothing; smaller images are upsampled (choice)
+# visualization_fid (paper App. C.2; docs/method.md, "Activation maximisation and visualisation FID"):
+VIS_RELEVANCE = 0.4  # relevant pair: r_{k,c} > 0.4, FLINT's CUB-200 threshold (flint.py: generate_model_explanations)
+VIS_PER_PAIR = 3  # the 3 most activating samples of each pair (FLINT: extract_attr_class_max(..., n_idx=3))
+VIS_LAMBDA = 4.0  # VisCoIN's visualisations: the largest λ of the paper's sweeps (and of the report's 0, 1, 2, 4)
 
 
 @dataclass
@@ -50,6 +57,9 @@ class Settings:
     lpips_weights: str | None = None
     fid_features: str = "classifier"
     inception_weights: str | None = None
+    vis_pairs: int = 400  # visualization_fid: random relevant (class, concept) pairs (all when fewer)
+    vis_method: str | None = None  # render | am; None: render for VisCoIN, am (FLINT's way) for the baselines
+    am_steps: int | None = None  # AM steps; None: interpret/am.py's 1000
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -127,6 +137,13 @@ class Evaluation:
         if "reconstruction" in metrics:
             self._setup_lpips()
             self._setup_fid()
+        if "visualization_fid" in metrics:
+            if self.settings.am_steps is not None and self.vis_method == "render":
+                raise UserError(
+                    f"--am-steps applies to --vis-method am (a {self.model.method} model's visualisations are "
+                    f"renders at λ = {VIS_LAMBDA:g} unless --vis-method am)"
+                )
+            self._setup_fid()
 
     def _setup_lpips(self) -> None:
         from viscoin_cli.nets.lpips import BACKBONES, LPIPS, find_lpips_backbone
@@ -150,6 +167,8 @@ class Evaluation:
     def _setup_fid(self) -> None:
         from viscoin_cli.metrics.fid import ClassifierFeatures, InceptionFeatures
 
+        if self._extractor is not None:  # reconstruction and visualization_fid share it
+            return
         if self.settings.fid_features == "inception":
             self._extractor = InceptionFeatures(self.settings.inception_weights).to(self.rt.device)
             return
@@ -285,6 +304,108 @@ class Evaluation:
             )
         return {"samples": self.settings.consistency_samples, "concepts": len(concepts), **result}
 
+    @property
+    def vis_method(self) -> str:
+        """How visualization_fid visualises: as asked, else VisCoIN's renders or the baselines' AM (the paper's)."""
+        return self.settings.vis_method or ("render" if self.model.method == "viscoin" else "am")
+
+    def visualization_fid(self) -> dict[str, Any]:
+        """FID between visualisations of relevant (class, concept) pairs and as many test images (App. C.2).
+
+        `vis_pairs` pairs drawn with the seed among those with global relevance r_{k,c} > VIS_RELEVANCE on the
+        test split; for each, the VIS_PER_PAIR test images predicted as c where φ̄_k is largest (as `visualize`
+        picks them) are visualised: AM from each (FLINT's way) or the render with Φ_k scaled by VIS_LAMBDA.
+        The real side is as many test images drawn with the seed (all of them when the split is smaller).
+        """
+        from viscoin_cli.interpret.amplify import top_activating
+        from viscoin_cli.interpret.relevance import relevance_tables
+        from viscoin_cli.interpret.visualize import relevant_pairs
+        from viscoin_cli.metrics.fid import feature_statistics, frechet_distance
+
+        self._setup_fid()
+        test, settings = self.encoded("test"), self.settings
+        relevance = relevance_tables(self.model, test)[1]
+        pairs = relevant_pairs(relevance, VIS_RELEVANCE, settings.vis_pairs, settings.seed)
+        rows = [(int(i), k) for c, k in pairs for i in top_activating(test, k, VIS_PER_PAIR, cls=c)]
+        count = min(len(rows), len(test))
+        if not relevance.isfinite().all():  # a broken model (NaN head): no pairs, and a NaN for the gates to fail
+            fid, count, rows = float("nan"), 0, []
+        elif not pairs:
+            raise UserError(f"visualization-fid: no class-concept pair has a global relevance above {VIS_RELEVANCE}")
+        else:
+            indices, concepts = torch.tensor(rows).unbind(1)
+            fake = self._visualization_features(indices, concepts)
+            generator = torch.Generator().manual_seed(settings.seed)
+            real = self._image_features(torch.randperm(len(test), generator=generator)[:count].sort().values)
+            fid = frechet_distance(
+                *feature_statistics(real.double().numpy()), *feature_statistics(fake.double().numpy())
+            )
+        am = self.vis_method == "am"
+        return {
+            "fid": fid,
+            "pairs": len(pairs),
+            "relevant_pairs": int((relevance > VIS_RELEVANCE).sum()),
+            "threshold": VIS_RELEVANCE,
+            "visualizations": len(rows),
+            "samples": count,
+            "method": self.vis_method,
+            "lambda": None if am else VIS_LAMBDA,
+            "am_steps": self._am_settings().steps if am else None,
+            "fid_features": self._extractor.label,
+        }
+
+    def _am_settings(self) -> AMSettings:
+        """AM as FLINT's code sets it, with the run's step count."""
+        from viscoin_cli.interpret.am import AMSettings
+
+        steps = self.settings.am_steps
+        return AMSettings() if steps is None else AMSettings(steps=steps)
+
+    @torch.no_grad()
+    def _image_features(self, indices: torch.Tensor) -> torch.Tensor:
+        """FID features of some test images, a batch at a time."""
+        from viscoin_cli.interpret.encode import stack_images
+
+        parts = []
+        for chunk in indices.split(self.settings.batch_size):
+            images = stack_images(self.dataset("test"), chunk.tolist()).to(self.rt.device)
+            with self.rt.autocast():
+                parts.append(self._extractor(images).float().cpu())
+        return torch.cat(parts)
+
+    def _visualization_features(self, indices: torch.Tensor, concepts: torch.Tensor) -> torch.Tensor:
+        """FID features of the visualisation of concept `concepts[i]` on test image `indices[i]`, a batch at a
+        time (never all the images at once: 1200 at 256 px would be a gigabyte)."""
+        from viscoin_cli.interpret.am import maximize_concepts
+        from viscoin_cli.interpret.encode import stack_images
+        from viscoin_cli.interpret.visualize import render_scaled
+
+        test, device, size = self.encoded("test"), self.rt.device, self.settings.batch_size
+        am = self._am_settings() if self.vis_method == "am" else None
+        parts = []
+        label = f"visualization fid ({self.vis_method}{f', {am.steps} steps' if am else ''})"
+        with Progress(self.console, len(indices), label) as progress:
+            for first in range(0, len(indices), size):
+                chunk, chosen = indices[first : first + size], concepts[first : first + size]
+                if am is None:
+                    with self.rt.autocast():
+                        images = render_scaled(self.model, test.subset(chunk), chosen, VIS_LAMBDA, size, device)
+                else:
+                    starts = stack_images(self.dataset("test"), chunk.tolist())
+                    images = maximize_concepts(self.model, starts, chosen, am, seed=self.settings.seed + first).images
+                with torch.no_grad(), self.rt.autocast():
+                    parts.append(self._extractor(images.to(device)).float().cpu())
+                progress.advance(len(chunk))
+        return torch.cat(parts)
+
+    def optional_keys(self, metrics: Sequence[str]) -> set[str]:
+        """The numeric keys of the metrics outside `all` (checks.expected_keys knows the others)."""
+        if "visualization_fid" not in metrics:
+            return set()
+        names = {"fid", "pairs", "relevant_pairs", "threshold", "visualizations", "samples"}
+        names.add("am_steps" if self.vis_method == "am" else "lambda")
+        return {f"visualization_fid.{name}" for name in names}
+
     def run(self, metrics: Sequence[str]) -> dict[str, Any]:
         """Compute the metrics in order; their results keyed by name (times go to `self.seconds`)."""
         results = {}
@@ -299,7 +420,12 @@ class Evaluation:
     def evaluate(self, metrics: Sequence[str], checks: Sequence[Check] = ()) -> dict[str, Any]:
         """Check the request, run the metrics and the checks: the `--json` document."""
         self.prepare(metrics)
-        validate_checks(checks, expected_keys(metrics, self.settings, self.num_concepts, self.lpips_on), metrics)
+        for check in checks:
+            if check.key.startswith("visualization_fid.") and "visualization_fid" not in metrics:
+                given = f"--fail-{check.direction} {check.given}"
+                raise UserError(f"{given}: visualization_fid is not computed (evaluate visualization-fid)")
+        keys = expected_keys(metrics, self.settings, self.num_concepts, self.lpips_on) | self.optional_keys(metrics)
+        validate_checks(checks, keys, metrics)
         document = self.document(self.run(metrics))
         non_finite = null_non_finite(document["metrics"])
         if non_finite:  # a broken model (NaN weights or outputs): null in the JSON, said once, gates fail
