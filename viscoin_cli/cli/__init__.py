@@ -14,6 +14,7 @@ import importlib
 from viscoin_cli.cli.app import app
 
 COMMAND_MODULES = (
+    "compare",
     "evaluate",
     "finetune_gan",
     "generate",

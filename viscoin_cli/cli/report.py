@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,10 @@ from viscoin_cli.errors import UserError
 from viscoin_cli.io.outputs import check_output_folder
 from viscoin_cli.shipped import DEFAULT_MODEL
 
+if TYPE_CHECKING:
+    from viscoin_cli.interpret.compare import Model
+    from viscoin_cli.metrics.evaluation import Evaluation
+
 PAGE = "Page"
 METRICS = "Metrics"
 DEFAULT_METRICS = "accuracy,reconstruction,faithfulness"
@@ -25,18 +29,54 @@ DEFAULT_METRICS = "accuracy,reconstruction,faithfulness"
 
 def read_metrics_json(path: Path, model_sha256: str) -> dict[str, Any]:
     """A `viscoin evaluate --json` document, checked to be about this model."""
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"--metrics-json {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"--metrics-json {path}: not a JSON file ({type(err).__name__})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("metrics"), dict) or "model" not in document:
-        raise UserError(f"--metrics-json {path}: not the output of `viscoin evaluate --json`")
-    recorded = str(document["model"].get("sha256", ""))
+    from viscoin_cli.interpret.compare import read_evaluation_json, recorded_sha256
+
+    document = read_evaluation_json(path)
+    recorded = recorded_sha256(document)
     if not recorded or not model_sha256.startswith(recorded):
         raise UserError(f"--metrics-json {path}: computed for another model (sha256 {recorded or 'missing'})")
     return document
+
+
+def plan_comparison(
+    facts: common.ModelFacts, others: list[Path], selected: list[str], metrics_json: Path | None
+) -> list[Model]:
+    """The models of --compare (the report's model first), checked comparable before any work."""
+    from viscoin_cli.cli.compare import read_models
+    from viscoin_cli.interpret.compare import check_comparable
+
+    if not selected and metrics_json is None:
+        raise UserError("--compare needs metrics: pass --metrics (not none) or --metrics-json")
+    models = read_models([facts.path, *others])
+    check_comparable(models)
+    return models
+
+
+def run_comparison(
+    models: list[Model], evaluation: Evaluation, document: dict[str, Any], source: str, inputs: common.Inputs, run: Run
+) -> dict[str, Any]:
+    """The comparison table of `viscoin compare`, with the report's settings and metrics; the report's model
+    is evaluated already (its open evaluation and its numbers are reused)."""
+    from viscoin_cli.cli._evaluation import OPTIONAL_METRICS
+    from viscoin_cli.cli.compare import opener
+    from viscoin_cli.interpret.compare import compare
+    from viscoin_cli.metrics.checks import METRICS as METRIC_NAMES
+
+    open_other = opener(inputs, run, evaluation.settings)
+
+    def open_model(model: Model, classifier: Path | None, generator: Path | None) -> Evaluation:
+        return evaluation if model.path == models[0].path else open_other(model, classifier, generator)
+
+    return compare(
+        models,
+        metrics=[name for name in document["metrics"] if name in (*METRIC_NAMES, *OPTIONAL_METRICS)],
+        settings=evaluation.settings,
+        open_model=open_model,
+        documents=[[(source, document)], *([] for _ in models[1:])],
+        classifier=inputs.classifier,
+        generator=inputs.generator,
+        console=evaluation.console,
+    )
 
 
 @app.command("report", rich_help_panel="Interpret")
@@ -104,6 +144,16 @@ def report(
             rich_help_panel=METRICS,
         ),
     ] = False,
+    compared: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            metavar="MODEL",
+            help="Add a comparison table with this model (on the same f and test split), computed as "
+            "`viscoin compare` does with the page's metrics and settings, consistency at λ = 2 and 4. Repeatable.",
+            rich_help_panel=METRICS,
+        ),
+    ] = None,
     batch_size: common.BatchSize = 64,
     run: Run = SEEDED_RUNTIME,
 ) -> None:
@@ -114,7 +164,8 @@ def report(
     activating samples. The page is DIR/index.html with its images in DIR/images/: no server and no
     network needed, open it in any browser, copy the folder anywhere. Metrics are computed as `viscoin
     evaluate` does (lighter: --samples 200, no consistency unless asked), or read with --metrics-json from
-    an earlier `viscoin evaluate ... --json`; they are also written to DIR/metrics.json.
+    an earlier `viscoin evaluate ... --json`; they are also written to DIR/metrics.json. --compare adds the
+    table of `viscoin compare` for this model and the given ones (also written to DIR/comparison.json).
 
     Example: viscoin report --model runs/viscoin-cub/latest.safetensors --data-root ~/data/CUB_200_2011
     --out report-cub --concepts 0-31
@@ -135,6 +186,7 @@ def report(
         samples=samples, consistency_samples=consistency_samples, concepts=concepts, standardize=standardize
     )
     settings = build_settings(options, facts, batch_size, run)
+    models = plan_comparison(facts, compared, selected, metrics_json) if compared else None
     check_output_folder(out, "--out")
 
     from viscoin_cli.console import Progress, print_json
@@ -146,6 +198,10 @@ def report(
     evaluation.dataset(str(split))  # a missing --data-root fails before any metric runs
     if selected:
         document = evaluation.evaluate([m for m in METRIC_NAMES if m in selected])
+    comparison = None
+    if models is not None and document is not None:
+        source = f"--metrics-json {metrics_json}" if metrics_json else "computed"
+        comparison = run_comparison(models, evaluation, document, source, inputs, run)
     out.mkdir(parents=True, exist_ok=True)
     consistency = (document or {}).get("metrics", {}).get("consistency", {}).get("per_concept")
     encoded = evaluation.encoded(str(split))
@@ -174,6 +230,7 @@ def report(
         top=top,
         metrics=document,
         metrics_source=str(metrics_json) if metrics_json else None,
+        comparison=comparison,
     )
     metrics_file = None
     if document is not None:
@@ -186,6 +243,10 @@ def report(
         "images": 2 * len(cards),
         "metrics_json": str(metrics_file) if metrics_file else None,
     }
+    if comparison is not None:
+        comparison_file = out / "comparison.json"
+        comparison_file.write_text(json.dumps(comparison, indent=2) + "\n")
+        summary["comparison_json"] = str(comparison_file)
     if run.json_out:
         print_json(summary)
     else:

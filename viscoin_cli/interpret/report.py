@@ -142,7 +142,7 @@ h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin: .2
 .meta { color: #555; } code { background: #eee; padding: 0 .25em; border-radius: 3px; }
 table { border-collapse: collapse; margin: .5em 0 1.5em; background: #fff; }
 td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(var(--card), 1fr)); gap: 1em; }
 .card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: .7em .9em; }
 .card figure { margin: .5em 0; } .card figcaption { color: #555; font-size: .9em; }
@@ -207,6 +207,33 @@ def _metrics_html(document: dict[str, Any] | None, source: str | None) -> str:
     )
 
 
+def _comparison_html(document: dict[str, Any]) -> str:
+    """`viscoin compare`'s table: a column per model (this report's first), the best value of a row in bold."""
+    from viscoin_cli.interpret.compare import best, cells, row_label, settings_line
+
+    models = document["models"]
+    mark = [" (this report)"] + [""] * (len(models) - 1)
+    head = "".join(
+        f"<th class='num'>{_e(model['method'])}<br><code>{_e(model['label'])}</code>{mark[i]}</th>"
+        for i, model in enumerate(models)
+    )
+    rows = []
+    for row in document["rows"]:
+        winners = best(row)
+        shown = "".join(
+            f"<td class='num'><b>{_e(text)}</b></td>" if i in winners else f"<td class='num'>{_e(text)}</td>"
+            for i, text in enumerate(cells(row))
+        )
+        rows.append(f"<tr data-key='{_e(row['key'])}'><td>{_e(row_label(row))}</td>{shown}</tr>")
+    sources = "; ".join(f"{model['label']}: {', '.join(model['sources']) or 'nothing'}" for model in models)
+    notes = "".join(f"<br>Note: {_e(note)}" for note in document.get("notes", []))
+    return (
+        f"<table id='comparison'><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+        f"<p class='meta'>Paired numbers (the same test samples for every model): {_e(settings_line(document))}."
+        f"<br>Numbers from: {_e(sources)}.{notes}</p>"
+    )
+
+
 def _card_html(card: Card, lambdas: Sequence[float], width: int, pixelated: bool) -> str:
     classes = ", ".join(f"<b>{_e(name)}</b> ({value:.3g})" for name, value in card.top_classes)
     classes = classes or "<span class='stats'>no class (the concept is never relevant)</span>"
@@ -240,8 +267,9 @@ def render_html(
     top: int,
     metrics: dict[str, Any] | None,
     metrics_source: str | None,
+    comparison: dict[str, Any] | None = None,
 ) -> str:
-    """The whole page as a string."""
+    """The whole page as a string (with `viscoin compare`'s table when `comparison` is given)."""
     resolution = int(dataset["resolution"])
     scale = max(1, math.ceil(64 / resolution))  # tiny images are shown enlarged (pixelated)
     width = (resolution + 2) * scale
@@ -250,6 +278,7 @@ def render_html(
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     path = Path(model["path"])
     title = f"VisCoIN report: {path.parent.name}/{path.name}" if path.parent.name else f"VisCoIN report: {path.name}"
+    comparison_section = f"<h2>Comparison</h2>\n{_comparison_html(comparison)}\n" if comparison else ""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -266,7 +295,7 @@ viscoin {_e(__version__)} · {created}</p>
 <div id="banner"></div>
 <h2>Metrics</h2>
 {_metrics_html(metrics, metrics_source)}
-<h2>Concepts ({len(cards)} of {model["concepts"]})</h2>
+{comparison_section}<h2>Concepts ({len(cards)} of {model["concepts"]})</h2>
 <p class="meta">Each card: the classes the concept is most relevant for (mean local relevance over the samples
 predicted as the class), its top sample rendered with the concept map scaled by λ (λ = 1 is the
 reconstruction, λ = 0 removes the concept), and the samples where it activates most.</p>

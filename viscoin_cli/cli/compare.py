@@ -1,0 +1,185 @@
+"""`viscoin compare`: the paper's comparison table for several concept models (VisCoIN, FLINT, FLAEM) on
+the same classifier and test split, with paired numbers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from viscoin_cli.cli import _interpret as common
+from viscoin_cli.cli._evaluation import MetricOptions, build_settings, open_model
+from viscoin_cli.cli._groups import SEEDED_RUNTIME, OptionGroup, Run, grouped
+from viscoin_cli.cli.app import app
+from viscoin_cli.cli.evaluate import CONSIST, METRIC_OPTIONS
+from viscoin_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from viscoin_cli.interpret.compare import Model
+    from viscoin_cli.metrics.evaluation import Evaluation, Settings
+
+TABLE = "Table"
+# evaluate's metric options but --lambda: the comparison measures consistency at each --consistency-lambdas
+COMPARE_METRIC_OPTIONS = OptionGroup(MetricOptions, tuple(p for p in METRIC_OPTIONS.parameters if p.name != "lam"))
+
+ConsistencyLambdas = Annotated[
+    str,
+    typer.Option(
+        "--consistency-lambdas",
+        help="λ values at which consistency is measured, a row each (the paper: 2 and 4).",
+        rich_help_panel=CONSIST,
+    ),
+]
+
+
+def parse_consistency_lambdas(text: str) -> list[float]:
+    """Distinct finite λ values, in the given order."""
+    from viscoin_cli.cli._parse import parse_floats
+
+    values = parse_floats(text, "--consistency-lambdas")
+    if len({f"{v:g}" for v in values}) != len(values):
+        raise UserError(f"--consistency-lambdas {text!r}: a λ is repeated")
+    return values
+
+
+def opener(
+    inputs: common.Inputs, run: Run, settings: Settings
+) -> Callable[[Model, Path | None, Path | None], Evaluation]:
+    """How the comparison opens a model for evaluation: as `viscoin evaluate` does (seeded runtime, the
+    given data), with the parents the comparison resolved for that model."""
+
+    def open_one(model: Model, classifier: Path | None, generator: Path | None) -> Evaluation:
+        facts = common.read_model(model.path)
+        return open_model(facts, replace(inputs, classifier=classifier, generator=generator), run, settings)
+
+    return open_one
+
+
+def read_models(paths: list[Path]) -> list[Model]:
+    """The models' headers, checked (a missing file, a wrong kind, a model given twice) before any work."""
+    from viscoin_cli.interpret.compare import read_model
+
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        common.read_model(path)  # its dataset facts and K recorded, with the usual one-line errors
+        earlier = seen.get(path.resolve())
+        if earlier is not None:
+            raise UserError(f"{path}: given twice" + (f" (as {earlier})" if earlier != path else ""))
+        seen[path.resolve()] = path
+    return [read_model(path) for path in paths]
+
+
+@app.command("compare", rich_help_panel="Interpret")
+@grouped
+def compare(
+    model_paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Trained concept models (viscoin train --method viscoin, flint or flaem) on the same f.",
+            show_default=False,
+            metavar="MODEL",
+        ),
+    ],
+    inputs: common.Inputs = common.INPUTS,
+    metrics: Annotated[
+        str,
+        typer.Option(
+            "--metrics",
+            help="accuracy, reconstruction, faithfulness, consistency, all (those four), visualization-fid (never "
+            "in all: slow with AM), or a comma list.",
+            rich_help_panel=TABLE,
+        ),
+    ] = "all",
+    metrics_json: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--metrics-json",
+            help="A `viscoin evaluate --json` output to read instead of computing (matched to its model by sha256; "
+            "computed with the same settings). Repeatable.",
+            rich_help_panel=TABLE,
+        ),
+    ] = None,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv", help="Also write the table as CSV: a row per number, a column per model.", rich_help_panel=TABLE
+        ),
+    ] = None,
+    metric_options: MetricOptions = COMPARE_METRIC_OPTIONS,
+    consistency_lambdas: ConsistencyLambdas = "2,4",
+    batch_size: common.BatchSize = 64,
+    run: Run = SEEDED_RUNTIME,
+) -> None:
+    """Compare concept models in one table (paper §4.1): a column per model, a row per metric.
+
+    Rows: accuracy of f and of the model, reconstruction MSE, LPIPS and FID, faithfulness at each τ
+    beside its random baseline, consistency at each --consistency-lambdas value as mean ± std, and the
+    visualisation FID when an evaluation document has it. Every model is evaluated as `viscoin evaluate`
+    does, with the same --seed, --samples and consistency samples, so the numbers are paired: each equals
+    what `viscoin evaluate` prints for that model with the same options. --metrics-json reads earlier
+    `evaluate --json` outputs instead (only what they lack is computed); they must have been computed with
+    the same settings. Models that explain different classifiers f or were trained on different test
+    splits are refused.
+
+    Example: viscoin compare runs/viscoin-cub/latest.safetensors runs/flint-cub/latest.safetensors
+    runs/flaem-cub/latest.safetensors --data-root ~/data/CUB_200_2011 --csv table.csv
+    """
+    from viscoin_cli.cli._evaluation import parse_metric_names
+    from viscoin_cli.io.outputs import check_output_file
+
+    if len(model_paths) < 2:
+        raise UserError("compare needs at least two models")
+    selected = parse_metric_names(metrics, "--metrics")
+    lambdas = parse_consistency_lambdas(consistency_lambdas)
+    models = read_models(model_paths)
+    smallest = common.read_model(min(models, key=lambda m: m.num_concepts).path)  # --concepts fits every model
+    settings = build_settings(metric_options, smallest, batch_size, run)
+    if csv_path is not None:
+        check_output_file(csv_path, "--csv", (".csv",))
+
+    from viscoin_cli.console import make_console, print_json
+    from viscoin_cli.interpret.compare import compare as compare_models
+    from viscoin_cli.interpret.compare import match_documents, write_csv
+
+    document = compare_models(
+        models,
+        metrics=selected,
+        settings=settings,
+        open_model=opener(inputs, run, settings),
+        lambdas=lambdas,
+        documents=match_documents(models, metrics_json or []),
+        classifier=inputs.classifier,
+        generator=inputs.generator,
+        console=make_console(quiet=run.quiet or run.json_out),
+    )
+    if csv_path is not None:
+        write_csv(document, csv_path)
+    if run.json_out:
+        print_json(document)
+    else:
+        print_table(document)
+
+
+def print_table(document: dict[str, Any]) -> None:
+    """The comparison as a rich table on stdout, the best value of each row in bold."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from viscoin_cli.interpret.compare import best, cells, row_label, settings_line
+
+    data, f = document["dataset"], document["classifier"]["sha256"]
+    title = f"{data['name']} {data['resolution']} px, classifier f {f[:12]}"
+    table = Table(title=Text(title), caption=Text(settings_line(document)))
+    table.add_column("metric")
+    for model in document["models"]:
+        table.add_column(Text(f"{model['method']}\n{model['label']}"), justify="right")
+    for row in document["rows"]:
+        winners = best(row)
+        shown = [Text(text, style="bold" if i in winners else "") for i, text in enumerate(cells(row))]
+        table.add_row(Text(row_label(row)), *shown)
+    Console(soft_wrap=False).print(table)
