@@ -195,3 +195,12 @@ def test_report_adds_the_comparison_table(compared, models, tmp_path):
     line = assert_one_line_error(run_cli("report", "--model", models[0], "--out", out, "--compare", models[1],
                                          "--metrics", "none"))  # fmt: skip
     assert "--compare needs metrics" in line
+
+
+def test_without_models_it_compares_the_shipped_digits_models():
+    result = run_cli("compare", "--metrics", "accuracy", "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [model["method"] for model in document["models"]] == ["viscoin", "flint", "flaem"]
+    accuracy = next(row for row in document["rows"] if row["key"] == "accuracy.g")["values"]
+    assert all(value > 0.99 for value in accuracy)  # the shipped models: 99.7%, 100%, 99.7% on the test split

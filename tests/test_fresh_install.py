@@ -131,7 +131,8 @@ def test_wheel_install_then_shipped_checkpoints_work_from_anywhere(tmp_path):
     python, site = _venv_with_the_wheel(tmp_path, env)
     packaged = (site / "viscoin_cli" / "_checkpoints" / "digits").resolve()
     assert sorted(p.name for p in packaged.iterdir()) == [
-        "classifier.safetensors", "generator.safetensors", "metrics.json", "viscoin.safetensors"
+        "classifier.safetensors", "flaem.safetensors", "flint.safetensors", "generator.safetensors", "metrics.json",
+        "viscoin.safetensors",
     ]  # fmt: skip
     elsewhere = tmp_path / "cwd"  # neither the checkout nor its copy: the defaults must not depend on the cwd
     elsewhere.mkdir()

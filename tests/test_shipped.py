@@ -15,9 +15,10 @@ from viscoin_cli import pipeline as pl
 from viscoin_cli.io.checkpoint import read_meta, sha256_file
 from viscoin_cli.metrics.evaluation import portable_path
 from viscoin_cli.nets.classifier import load_classifier
+from viscoin_cli.nets.concept_model import load_concept_model
 from viscoin_cli.nets.stylegan2 import load_generator
 from viscoin_cli.nets.viscoin import load_viscoin
-from viscoin_cli.shipped import DEFAULT_CLASSIFIER, DEFAULT_GENERATOR, DEFAULT_MODEL, DIGITS_DIR
+from viscoin_cli.shipped import DEFAULT_CLASSIFIER, DEFAULT_GENERATOR, DEFAULT_MODEL, DIGITS_DIR, SHIPPED_BASELINES
 
 RECORDED = json.loads((DIGITS_DIR / "metrics.json").read_text())
 
@@ -33,9 +34,19 @@ def test_the_three_checkpoints_load_and_belong_together():
     assert model.num_concepts == meta.config["num_concepts"]
 
 
+@pytest.mark.parametrize("baseline", SHIPPED_BASELINES, ids=lambda path: path.stem)
+def test_the_shipped_baselines_explain_the_shipped_classifier(baseline):
+    model, meta = load_concept_model(baseline)  # verifies f's sha256
+    assert meta.kind == baseline.stem and model.method == baseline.stem
+    assert meta.parents["classifier"]["sha256"] == sha256_file(DEFAULT_CLASSIFIER)
+    assert set(meta.parents) == {"classifier"}  # they render with their own decoders
+    assert model.num_concepts == read_meta(DEFAULT_MODEL).config["num_concepts"]  # compared at the same K
+    assert meta.dataset == read_meta(DEFAULT_MODEL).dataset
+
+
 def test_they_are_small():
-    total = sum(path.stat().st_size for path in DIGITS_DIR.glob("*.safetensors"))
-    assert total < 12 * 2**20
+    total = sum(path.stat().st_size for path in DIGITS_DIR.iterdir() if path.is_file())
+    assert total < 20 * 10**6  # every shipped file together, the bar of the repository
 
 
 def test_recorded_paths_are_relative_to_nothing_but_the_folder():

@@ -25,3 +25,4 @@ DIGITS_DIR = _digits_dir()
 DEFAULT_CLASSIFIER = DIGITS_DIR / "classifier.safetensors"
 DEFAULT_GENERATOR = DIGITS_DIR / "generator.safetensors"
 DEFAULT_MODEL = DIGITS_DIR / "viscoin.safetensors"
+SHIPPED_BASELINES = (DIGITS_DIR / "flint.safetensors", DIGITS_DIR / "flaem.safetensors")  # FLINT, FLAEM on the same f

@@ -15,6 +15,7 @@ from viscoin_cli.cli._groups import SEEDED_RUNTIME, OptionGroup, Run, grouped
 from viscoin_cli.cli.app import app
 from viscoin_cli.cli.evaluate import CONSIST, METRIC_OPTIONS
 from viscoin_cli.errors import UserError
+from viscoin_cli.shipped import DEFAULT_MODEL, SHIPPED_BASELINES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -77,13 +78,14 @@ def read_models(paths: list[Path]) -> list[Model]:
 @grouped
 def compare(
     model_paths: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(
-            help="Trained concept models (viscoin train --method viscoin, flint or flaem) on the same f.",
+            help="Trained concept models (viscoin train --method viscoin, flint or flaem) on the same f "
+            "[default: the shipped digits VisCoIN, FLINT and FLAEM].",
             show_default=False,
             metavar="MODEL",
         ),
-    ],
+    ] = None,
     inputs: common.Inputs = common.INPUTS,
     metrics: Annotated[
         str,
@@ -131,6 +133,7 @@ def compare(
     from viscoin_cli.cli._evaluation import parse_metric_names
     from viscoin_cli.io.outputs import check_output_file
 
+    model_paths = model_paths or [DEFAULT_MODEL, *SHIPPED_BASELINES]
     if len(model_paths) < 2:
         raise UserError("compare needs at least two models")
     selected = parse_metric_names(metrics, "--metrics")
