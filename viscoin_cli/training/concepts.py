@@ -27,10 +27,10 @@ from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import CheckpointMeta, load_state, save_checkpoint, save_state
 from viscoin_cli.io.images import save_grid
 from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput
-from viscoin_cli.runtime import Runtime, all_reduce_sum, seed_everything, seed_for, seed_worker
+from viscoin_cli.runtime import Runtime, all_reduce_sum
 from viscoin_cli.shipped import DEFAULT_CLASSIFIER
 from viscoin_cli.training.config import TrainConfig
-from viscoin_cli.training.run import RunFolder, TickBatches
+from viscoin_cli.training.run import RunFolder, tick_loader
 
 
 @dataclass(frozen=True)
@@ -225,16 +225,7 @@ def train_concept_model(
     record: dict[str, Any] = {}
     while step < cfg.iterations:
         steps = min(block, cfg.iterations - step)
-        chunk = step // block
-        seed_everything(seed_for(cfg.seed, chunk, rt.rank))
-        sampler = TickBatches(len(train_set), n_real, steps, seed_for(cfg.seed, chunk, rt.rank, 1))
-        loader = DataLoader(
-            train_set,
-            batch_sampler=sampler,
-            num_workers=cfg.workers,
-            pin_memory=rt.device.type == "cuda",
-            worker_init_fn=seed_worker,
-        )
+        loader = tick_loader(train_set, n_real, steps, cfg.seed, step // block, rt, cfg.workers)
         sums = torch.zeros(len(terms_logged) + 3, device=rt.device)  # terms, total, agreement, count
         t_block = time.perf_counter()
         net.train()

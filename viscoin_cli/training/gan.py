@@ -66,10 +66,10 @@ from viscoin_cli.nets.stylegan2 import (
     MappingNetwork,
     SynthesisNetwork,
 )
-from viscoin_cli.runtime import Runtime, all_reduce_sum, seed_everything, seed_for, seed_worker
+from viscoin_cli.runtime import Runtime, all_reduce_sum
 from viscoin_cli.training.config import TrainConfig
 from viscoin_cli.training.losses import StyleGAN2Loss
-from viscoin_cli.training.run import RunFolder, TickBatches
+from viscoin_cli.training.run import RunFolder, tick_loader
 
 G_REG_INTERVAL = 4  # path-length regularisation every 4 minibatches
 D_REG_INTERVAL = 16  # R1 every 16 minibatches
@@ -721,15 +721,7 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
     t_start = time.perf_counter()
     last: dict[str, Any] = {}
     while cur_nimg < total_nimg:
-        seed_everything(seed_for(cfg.seed, tick, rt.rank))
-        sampler = TickBatches(len(dataset), per_rank, steps_per_tick, seed_for(cfg.seed, tick, rt.rank, 1))
-        loader = DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=cfg.workers,
-            pin_memory=rt.device.type == "cuda",
-            worker_init_fn=seed_worker,
-        )
+        loader = tick_loader(dataset, per_rank, steps_per_tick, cfg.seed, tick, rt, cfg.workers)
         sums = LossSums(rt.device)
         t_tick = time.perf_counter()
         with Progress(console, steps_per_tick, f"tick {tick + 1} ({cur_nimg / 1000:.1f} kimg)") as progress:

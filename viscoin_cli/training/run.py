@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.runtime import Runtime
+from viscoin_cli.runtime import Runtime, seed_everything, seed_for, seed_worker
 
 try:
     import fcntl
@@ -244,6 +244,22 @@ def _share_outcome(rt: Runtime, prepare: Callable[[], None]) -> None:
         dist.broadcast_object_list(box, src=0)
         if box[0] is not None:
             raise UserError(box[0])
+
+
+def tick_loader(
+    dataset: Dataset, batch: int, steps: int, seed: int, tick: int, rt: Runtime, workers: int
+) -> DataLoader:
+    """The real images of one tick (or block) of training: every generator re-seeded from (seed, tick, rank)
+    and a resume-exact sampler, so a resumed run draws what an uninterrupted one would."""
+    seed_everything(seed_for(seed, tick, rt.rank))
+    sampler = TickBatches(len(dataset), batch, steps, seed_for(seed, tick, rt.rank, 1))
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=rt.device.type == "cuda",
+        worker_init_fn=seed_worker,
+    )
 
 
 class TickBatches(Sampler[list[int]]):
