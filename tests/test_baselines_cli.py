@@ -75,7 +75,7 @@ def test_relevance_visualize_and_report_accept_the_baseline(trained, method, tmp
     assert picture.stat().st_size > 0
     report = run_cli("report", "--model", model, *SMALL[:4], "--out", tmp_path / "report", "--device", "cpu")
     assert report.exit_code == 0, report.output
-    assert (tmp_path / "report" / "index.html").is_file()
+    assert f"<h1>{method.upper()} report: " in (tmp_path / "report" / "index.html").read_text()
 
 
 def test_a_baseline_resumes(trained):

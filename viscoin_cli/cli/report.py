@@ -231,6 +231,7 @@ def report(
         metrics=document,
         metrics_source=str(metrics_json) if metrics_json else None,
         comparison=comparison,
+        method=evaluation.model.method,
     )
     metrics_file = None
     if document is not None:

@@ -268,8 +268,10 @@ def render_html(
     metrics: dict[str, Any] | None,
     metrics_source: str | None,
     comparison: dict[str, Any] | None = None,
+    method: str = "viscoin",
 ) -> str:
-    """The whole page as a string (with `viscoin compare`'s table when `comparison` is given)."""
+    """The whole page as a string (with `viscoin compare`'s table when `comparison` is given); `method` names
+    the kind of model in the title (VisCoIN, FLINT, FLAEM)."""
     resolution = int(dataset["resolution"])
     scale = max(1, math.ceil(64 / resolution))  # tiny images are shown enlarged (pixelated)
     width = (resolution + 2) * scale
@@ -277,7 +279,8 @@ def render_html(
     body = "".join(_card_html(card, lambdas, width, scale > 1) for card in cards)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     path = Path(model["path"])
-    title = f"VisCoIN report: {path.parent.name}/{path.name}" if path.parent.name else f"VisCoIN report: {path.name}"
+    name = {"viscoin": "VisCoIN"}.get(method, method.upper())
+    title = f"{name} report: {path.parent.name}/{path.name}" if path.parent.name else f"{name} report: {path.name}"
     comparison_section = f"<h2>Comparison</h2>\n{_comparison_html(comparison)}\n" if comparison else ""
     return f"""<!DOCTYPE html>
 <html lang="en">
