@@ -22,16 +22,33 @@ from viscoin_cli.runtime import setup_runtime
 
 CPU = ("--device", "cpu")
 R, PAD = 16, 2  # the tiny model's resolution; save_grid's padding
+SCALE = 8  # the default upscaling at 16 px: 8 · 16 = 128 px tiles
 
 
-def grid_size(rows: int, columns: int) -> tuple[int, int]:
-    """(width, height) of a save_grid PNG: each tile is R px plus PAD before it, and PAD after the last."""
-    return columns * (R + PAD) + PAD, rows * (R + PAD) + PAD
+def grid_size(rows: int, columns: int, scale: int = 1) -> tuple[int, int]:
+    """(width, height) of a bare (--raw) save_grid PNG: each tile is scale·R px plus PAD before it, and PAD after
+    the last."""
+    return columns * (scale * R + PAD) + PAD, rows * (scale * R + PAD) + PAD
 
 
-def tile(picture: np.ndarray, row: int, column: int) -> np.ndarray:
-    top, left = PAD + row * (R + PAD), PAD + column * (R + PAD)
-    return picture[top : top + R, left : left + R].astype(int)
+def tile(picture: np.ndarray, row: int, column: int, scale: int = 1) -> np.ndarray:
+    """One tile of a grid; a labelled grid's margins (title and headers above, row labels left) are skipped."""
+    rows, columns = (picture.shape[0] - PAD) // (scale * R + PAD), (picture.shape[1] - PAD) // (scale * R + PAD)
+    width, height = grid_size(rows, columns, scale)
+    size = scale * R
+    top = picture.shape[0] - height + PAD + row * (size + PAD)
+    left = picture.shape[1] - width + PAD + column * (size + PAD)
+    return picture[top : top + size, left : left + size].astype(int)
+
+
+def check_labelled(picture: Image.Image, rows: int, columns: int) -> np.ndarray:
+    """A labelled grid is the upscaled grid plus a margin of text above and one left; its pixels."""
+    width, height = grid_size(rows, columns, SCALE)
+    assert picture.size[0] > width and picture.size[1] > height
+    pixels = np.asarray(picture.convert("RGB"))
+    top, left = picture.size[1] - height, picture.size[0] - width
+    assert (pixels[:top] < 128).any() and (pixels[top:, :left] < 128).any()  # text in both margins
+    return pixels
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +64,22 @@ def library(tiny_model):
     return SimpleNamespace(model=model, test_set=test_set, encoded=encoded, relevance=relevance, concept=concept)
 
 
-@pytest.fixture(scope="module")
-def default_run(tiny_model, library, tmp_path_factory):
+def run_default(tiny_model, library, out, *extra) -> dict:
     """`visualize --concept K --samples 3 --json`: the default λ and the default choice of class and samples."""
-    out = tmp_path_factory.mktemp("visualize") / "grid.png"
-    args = ("--concept", library.concept, "--samples", 3, "--out", out, "--json")
+    args = ("--concept", library.concept, "--samples", 3, "--out", out, "--json", *extra)
     result = run_cli("visualize", "--model", tiny_model, *args, *CPU)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def default_run(tiny_model, library, tmp_path_factory):
+    return run_default(tiny_model, library, tmp_path_factory.mktemp("visualize") / "grid.png")
+
+
+@pytest.fixture(scope="module")
+def raw_run(tiny_model, library, tmp_path_factory):
+    return run_default(tiny_model, library, tmp_path_factory.mktemp("visualize") / "raw.png", "--raw")
 
 
 def test_default_picks_the_most_relevant_class_and_its_most_active_samples(default_run, library):
@@ -71,11 +96,12 @@ def test_default_picks_the_most_relevant_class_and_its_most_active_samples(defau
     assert default_run["columns"] == ["input", "lambda=1", "lambda=3"]
 
 
-def test_default_grid_shows_input_reconstruction_and_amplified(default_run, library):
-    with Image.open(default_run["path"]) as picture:
-        assert picture.size == grid_size(3, 3) == (default_run["grid"]["width"], default_run["grid"]["height"])
+def test_raw_grid_shows_input_reconstruction_and_amplified(raw_run, library):
+    assert raw_run["grid"]["scale"] == 1 and raw_run["grid"]["labelled"] is False
+    with Image.open(raw_run["path"]) as picture:
+        assert picture.size == grid_size(3, 3) == (raw_run["grid"]["width"], raw_run["grid"]["height"])
         pixels = np.asarray(picture.convert("RGB"))
-    indices, k = default_run["indices"], library.concept
+    indices, k = raw_run["indices"], library.concept
     inputs = torch.stack([library.test_set[i][0] for i in indices])
     maps, support = library.encoded.concept_maps[indices], library.encoded.support[indices]
     with torch.no_grad():
@@ -88,9 +114,23 @@ def test_default_grid_shows_input_reconstruction_and_amplified(default_run, libr
             assert np.abs(tile(pixels, row, column) - to_uint8(expected[row : row + 1])[0]).max() <= 1
 
 
+def test_default_grid_is_the_raw_grid_upscaled_and_labelled(default_run, raw_run):
+    assert default_run["grid"]["scale"] == SCALE and default_run["grid"]["labelled"] is True
+    assert {**default_run, "path": None, "grid": None} == {**raw_run, "path": None, "grid": None}
+    with Image.open(default_run["path"]) as picture:
+        assert picture.size == (default_run["grid"]["width"], default_run["grid"]["height"])
+        pixels = check_labelled(picture, 3, 3)
+    with Image.open(raw_run["path"]) as picture:
+        raw = np.asarray(picture.convert("RGB"))
+    for row in range(3):
+        for column in range(3):
+            expected = tile(raw, row, column).repeat(SCALE, axis=0).repeat(SCALE, axis=1)  # nearest neighbour
+            assert (tile(pixels, row, column, SCALE) == expected).all()
+
+
 def test_lambda_sweep_adds_the_reconstruction(tiny_model, library, tmp_path):
     out = tmp_path / "sweep.png"
-    args = ("--concept", library.concept, "--lambdas", "4, 0,2", "--samples", 2, "--out", out, "--json")
+    args = ("--concept", library.concept, "--lambdas", "4, 0,2", "--samples", 2, "--out", out, "--json", "--raw")
     result = run_cli("visualize", "--model", tiny_model, *args, *CPU)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
@@ -108,15 +148,14 @@ def test_diff_adds_three_views_per_lambda(tiny_model, library, tmp_path):
     columns = json.loads(result.stdout)["columns"]
     assert columns == ["input", "lambda=1", "lambda=2", "added lambda=2", "removed lambda=2", "energy lambda=2"]
     with Image.open(out) as picture:
-        assert picture.size == grid_size(2, 6)
-        pixels = np.asarray(picture.convert("RGB"))
-    energy = tile(pixels, 0, 5)
+        pixels = check_labelled(picture, 2, 6)
+    energy = tile(pixels, 0, 5, SCALE)
     assert (energy[..., 0] == energy[..., 1]).all() and (energy[..., 1] == energy[..., 2]).all()  # gray
 
 
 def test_top_pairs_writes_one_grid_per_pair(tiny_model, library, tmp_path):
     out = tmp_path / "pairs"
-    args = ("--top-pairs", 3, "--samples", 2, "--lambdas", "0,2", "--out", out, "--json")
+    args = ("--top-pairs", 3, "--samples", 2, "--lambdas", "0,2", "--out", out, "--json", "--scale", 2)
     result = run_cli("visualize", "--model", tiny_model, *args, *CPU)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
@@ -129,7 +168,8 @@ def test_top_pairs_writes_one_grid_per_pair(tiny_model, library, tmp_path):
     assert names == [f"{rank:02d}-class-{c}-concept-{k}.png" for rank, (c, k) in enumerate(expected, 1)]
     for pair in document["pairs"]:
         with Image.open(pair["path"]) as picture:
-            assert picture.size == grid_size(2, 4)
+            assert picture.size[0] > grid_size(2, 4, 2)[0] and picture.size[1] > grid_size(2, 4, 2)[1]
+            assert pair["grid"]["scale"] == 2
 
 
 def test_image_files_replace_test_samples(tiny_model, library, tmp_path):
@@ -146,7 +186,7 @@ def test_image_files_replace_test_samples(tiny_model, library, tmp_path):
     assert document["class"] is None and document["indices"] is None
     assert document["samples"][0]["predicted"] == int(library.encoded.predicted[0])
     with Image.open(out) as picture:
-        assert picture.size == grid_size(2, 3)
+        check_labelled(picture, 2, 3)
 
 
 def test_plain_output_names_the_file(tiny_model, tmp_path, monkeypatch):
@@ -188,6 +228,9 @@ def test_top_pairs_notes_an_unpredicted_class_once(tiny_model, library, tmp_path
         (["--concept", "1", "--image", "missing.png"], "missing.png (no such file)"),
         (["--concept", "1", "--image", "{rgba}", "--class", "3"], "--image and --class cannot be combined"),
         (["--concept", "1", "--out", "grid.jpg"], "--out grid.jpg: expected a .png file name"),
+        (["--concept", "1", "--scale", "0"], "--scale 0: expected a whole number in 1..16"),
+        (["--concept", "1", "--scale", "100"], "--scale 100: expected a whole number in 1..16"),
+        (["--concept", "1", "--scale", "2", "--raw"], "--scale does not apply to --raw"),
     ],
 )
 def test_user_errors(tiny_model, tmp_path, args, message):

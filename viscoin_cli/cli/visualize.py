@@ -15,6 +15,7 @@ from viscoin_cli.cli._groups import RUNTIME, Run, grouped
 from viscoin_cli.cli._parse import resolve_lambdas
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
+from viscoin_cli.io.images import MAX_SCALE
 from viscoin_cli.io.outputs import check_output_file, check_output_folder
 from viscoin_cli.shipped import DEFAULT_MODEL
 
@@ -51,6 +52,16 @@ def _how(
     settings = AMSettings() if am_steps is None else AMSettings(steps=am_steps)
     check_steps(settings.steps)
     return [], settings
+
+
+def _check_scale(scale: int | None, raw: bool) -> None:
+    """One-line errors for a --scale out of 1..MAX_SCALE, or given with --raw (which is never upscaled)."""
+    if scale is None:
+        return
+    if raw:
+        raise UserError("--scale does not apply to --raw (a raw grid has one pixel per image pixel)")
+    if not 1 <= scale <= MAX_SCALE:
+        raise UserError(f"--scale {scale}: expected a whole number in 1..{MAX_SCALE}")
 
 
 def _output_folder(out: Path | None) -> Path:
@@ -143,6 +154,24 @@ def visualize(
             show_default=False,
         ),
     ] = None,
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            "--scale",
+            help="Upscale each image K times (nearest neighbour) [default: the smallest K giving tiles of at least "
+            "128 px: 4 at 32 px, 1 at 256 px].",
+            rich_help_panel=HOW,
+            show_default=False,
+        ),
+    ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Write the bare grid for scripts: one pixel per image pixel, no title, headers or row labels.",
+            rich_help_panel=HOW,
+        ),
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -162,9 +191,10 @@ def visualize(
     x̃_λ = G(Ω(Φ', γ)) where Φ'_k = λ·Φ_k and every other concept is untouched: λ = 1 is the plain
     reconstruction, λ = 0 removes the concept, λ up to 3-4 stays reliable. The PNG grid has one row per
     sample and the columns input, x̃_λ for each λ in increasing order (1 is always included), then the
-    --diff views. Samples: the --samples test images where the concept is most active among those predicted
-    as its most relevant class (global relevance), or as --class, or the --image files (resized and
-    centre-cropped to the model's resolution).
+    --diff views; small images are upscaled and the grid carries a title, column headers and row labels
+    (the sample, g's predicted class and its probability), unless --raw. Samples: the --samples test
+    images where the concept is most active among those predicted as its most relevant class (global
+    relevance), or as --class, or the --image files (resized and centre-cropped to the model's resolution).
 
     --method am shows the concept as FLINT does instead: each sample, scaled by 0.5, is optimised for
     --am-steps steps to raise φ̄_k (Adam, total variation and range penalties, jitter; interpret/am.py).
@@ -176,6 +206,7 @@ def visualize(
     images = image or []
     common.check_positive(samples, "--samples")
     common.check_positive(batch_size, "--batch-size")
+    _check_scale(scale, raw)
     if top_pairs is not None:
         common.check_positive(top_pairs, "--top-pairs")
         if images or class_ is not None:
@@ -207,7 +238,7 @@ def visualize(
     from viscoin_cli.interpret.visualize import ConceptGrids, best_pairs
 
     loaded = common.load(facts, inputs, run, test_split=not images, images=images)
-    grids = ConceptGrids(loaded.model, names, lams, diff, batch_size, am)
+    grids = ConceptGrids(loaded.model, names, lams, diff, batch_size, am, scale, raw, Path(model_path).name)
     if am is not None:
         console.print(
             f"activation maximisation: {samples if not images else len(images)} images per grid, {am.steps} steps"

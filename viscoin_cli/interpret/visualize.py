@@ -10,7 +10,10 @@ row, so the columns of one sample share a scale and a larger λ visibly changes 
 With activation maximisation instead (`method="am"`, interpret/am.py, FLINT's way of showing a concept)
 the columns are the input, AM's starting image and AM's result, then with `diff` the same three views of
 result − start.
-`ConceptGrids` picks the samples, renders and writes a grid, and says in JSON what each row shows.
+`ConceptGrids` picks the samples, renders and writes a grid, and says in JSON what each row shows. Grids are
+upscaled (nearest neighbour, to about 128 px per tile) and labelled: a title with the model and the concept,
+a header per column and, per row, where the sample comes from, g's predicted class and its probability;
+`raw` writes the bare grid instead (one pixel per pixel, no text).
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from viscoin_cli.data.images import ImageDataset
 from viscoin_cli.interpret.am import AMResult, AMSettings, maximize_concepts
 from viscoin_cli.interpret.amplify import amplify, top_activating
 from viscoin_cli.interpret.encode import Encoded, stack_images
 from viscoin_cli.interpret.relevance import relevance_tables, top_concepts
-from viscoin_cli.io.images import save_grid
+from viscoin_cli.io.images import save_grid, upscale_factor
 
 PADDING = 2  # pixels between grid tiles (save_grid's default)
 AM_COLUMNS = ("input", "am start", "am")  # the sample, where AM started (init_scale · sample), AM's result
+# Headers drawn over AM columns (Pillow's built-in font has no λ: "lambda" is spelled out for λ columns).
+AM_HEADERS = {"am start": "start", "am": "AM", "added am": "added", "removed am": "removed", "energy am": "energy"}
 
 
 def lambda_name(lam: float) -> str:
@@ -45,6 +51,12 @@ def column_names(lambdas: Sequence[float], diff: bool) -> list[str]:
             if lam != 1:
                 names += [f"added {lambda_name(lam)}", f"removed {lambda_name(lam)}", f"energy {lambda_name(lam)}"]
     return names
+
+
+def column_header(name: str) -> str:
+    """The header drawn over a column of this name: "lambda=3" -> "lambda = 3", "added lambda=3" -> "added" over
+    "lambda = 3" (two lines), "am" -> "AM"."""
+    return AM_HEADERS.get(name, name.replace(" lambda=", "\nlambda=").replace("lambda=", "lambda = "))
 
 
 def am_column_names(diff: bool) -> list[str]:
@@ -135,13 +147,17 @@ class ConceptGrids:
     diff: bool
     batch_size: int
     am: AMSettings | None = None
+    scale: int | None = None  # tile upscaling; None: upscale_factor of the resolution (about 128 px)
+    raw: bool = False  # the bare grid: no upscaling, no text
+    model_name: str = ""  # the title's first words (the model file's name)
 
     def of_images(
         self, encoded: Encoded, pictures: torch.Tensor, paths: Sequence[Path], concept: int, out: Path
     ) -> dict[str, Any]:
         """The grid of image files (encoded, and loaded as `pictures`): one row per file."""
         head = {"class": None, "class_name": None, "class_relevance": None, "indices": None}
-        return self.write(encoded, pictures, concept, out, [{"image": str(path)} for path in paths], head)
+        sources = [{"image": str(path)} for path in paths]
+        return self.write(encoded, pictures, concept, out, sources, head, self._title(concept))
 
     def of_class(
         self,
@@ -164,7 +180,17 @@ class ConceptGrids:
         }
         inputs = stack_images(test_set, indices)
         sources = [{"index": index} for index in indices]
-        return self.write(encoded.subset(torch.tensor(indices)), inputs, concept, out, sources, head)
+        top = int(relevance[:, concept].argmax())
+        about = f"most relevant to class {self.class_names[top]} (r = {float(relevance[top, concept]):+.3f})"
+        if top != cls:
+            about += f"; rows of class {self.class_names[cls]}"
+        title = self._title(concept, about)
+        return self.write(encoded.subset(torch.tensor(indices)), inputs, concept, out, sources, head, title)
+
+    def _title(self, concept: int, about: str = "") -> str:
+        """The grid's title line: the model, the concept, what the rows are, and how the concept is shown."""
+        how = f"activation maximisation ({self.am.steps} steps)" if self.am is not None else ""
+        return " · ".join(part for part in (self.model_name, f"concept {concept}", about, how) if part)
 
     def write(
         self,
@@ -174,6 +200,7 @@ class ConceptGrids:
         out: Path,
         sources: list[dict[str, Any]],
         head: dict[str, Any],
+        title: str,
     ) -> dict[str, Any]:
         """Render and write one grid; what the JSON says about it (`sources`: where each row comes from)."""
         result = None
@@ -186,8 +213,8 @@ class ConceptGrids:
             renders = amplify(self.model, encoded.concept_maps, encoded.support, concept, self.lambdas, self.batch_size)
             columns = column_names(self.lambdas, self.diff)
             tiles = sweep_tiles(inputs, renders, self.lambdas, self.diff)
-        save_grid(tiles, out, columns=len(columns), padding=PADDING)
         local, _ = relevance_tables(self.model, encoded)
+        probabilities = encoded.logits.float().softmax(1)
         rows = []
         for row, source in enumerate(sources):
             predicted, label = int(encoded.predicted[row]), int(encoded.labels[row])
@@ -197,12 +224,17 @@ class ConceptGrids:
                     "label": label if label >= 0 else None,
                     "predicted": predicted,
                     "predicted_name": self.class_names[predicted],
+                    "probability": float(probabilities[row, predicted]),
                     "activation": float(encoded.pooled[row, concept]),
                     "relevance": float(local[row, concept]),
                     **self._am_row(result, row),
                 }
             )
-        size = inputs.shape[-1]
+        scale = 1 if self.raw else self.scale or upscale_factor(inputs.shape[-1])
+        labels = {} if self.raw else self._labels(columns, rows, title)
+        save_grid(tiles, out, columns=len(columns), padding=PADDING, scale=scale, **labels)
+        with Image.open(out) as picture:
+            width, height = picture.size
         return {
             "path": str(out),
             "concept": concept,
@@ -215,10 +247,21 @@ class ConceptGrids:
             "grid": {
                 "rows": len(rows),
                 "columns": len(columns),
-                "width": len(columns) * (size + PADDING) + PADDING,
-                "height": len(rows) * (size + PADDING) + PADDING,
+                "width": width,
+                "height": height,
+                "scale": scale,
+                "labelled": not self.raw,
             },
         }
+
+    @staticmethod
+    def _labels(columns: list[str], rows: list[dict[str, Any]], title: str) -> dict[str, Any]:
+        """save_grid's text: the title, a header per column, and per row its source, class and g's probability."""
+        row_labels = []
+        for row in rows:
+            source = f"test #{row['index']}" if "index" in row else Path(row["image"]).name
+            row_labels.append(f"{source}\npredicted {row['predicted_name']}\np = {row['probability']:.2f}")
+        return {"title": title, "column_labels": [column_header(c) for c in columns], "row_labels": row_labels}
 
     @staticmethod
     def _am_row(result: AMResult | None, row: int) -> dict[str, float]:
