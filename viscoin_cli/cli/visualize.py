@@ -15,7 +15,6 @@ from viscoin_cli.cli._groups import RUNTIME, Run, grouped
 from viscoin_cli.cli._parse import resolve_lambdas
 from viscoin_cli.cli.app import app
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.images import MAX_SCALE
 from viscoin_cli.io.outputs import check_output_file, check_output_folder
 from viscoin_cli.shipped import DEFAULT_MODEL
 
@@ -56,6 +55,8 @@ def _how(
 
 def _check_scale(scale: int | None, raw: bool) -> None:
     """One-line errors for a --scale out of 1..MAX_SCALE, or given with --raw (which is never upscaled)."""
+    from viscoin_cli.io.images import MAX_SCALE  # imports torch: not at module level (`--help` stays fast)
+
     if scale is None:
         return
     if raw:
