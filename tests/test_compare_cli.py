@@ -204,3 +204,29 @@ def test_without_models_it_compares_the_shipped_digits_models():
     assert [model["method"] for model in document["models"]] == ["viscoin", "flint", "flaem"]
     accuracy = next(row for row in document["rows"] if row["key"] == "accuracy.g")["values"]
     assert all(value > 0.99 for value in accuracy)  # the shipped models: 99.7%, 100%, 99.7% on the test split
+
+
+def test_stability_matches_the_concepts_of_each_pair(models, tmp_path):
+    result = run_cli("compare", *models, "--metrics", "accuracy", "--stability", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    stability = json.loads(result.stdout)["stability"]
+    assert stability["threshold"] == 0.5
+    assert [(p["a"], p["b"], p["matched"]) for p in stability["pairs"]] == [(0, 1, 4), (0, 2, 4), (1, 2, 4)]
+    for pair in stability["pairs"]:  # K = 8 vs 4 vs 4: min(K) matches, each concept at most once
+        assert -1 <= pair["mean_matched_correlation"] <= 1 and 0 <= pair["matched_above_0.5"] <= 1
+        assert len({i for i, _, _ in pair["matches"]}) == len({j for _, j, _ in pair["matches"]}) == 4
+    # a model beside a copy of itself (another file, the same weights): every concept matched to itself
+    copy = _resaved(models[1], tmp_path / "copy" / "flint.safetensors")
+    same = run_cli("compare", models[1], copy, "--metrics", "accuracy", "--stability", "--device", "cpu", "--json")
+    assert same.exit_code == 0, same.output
+    (pair,) = json.loads(same.stdout)["stability"]["pairs"]
+    live = [(i, j) for i, j, r in pair["matches"] if r != 0]  # a dead concept correlates with nothing
+    assert all(i == j for i, j in live) and live
+    assert all(r == pytest.approx(1.0, abs=1e-6) for _, _, r in pair["matches"] if r != 0)
+
+    args = ["compare", *map(str, models[:2]), "--metrics", "accuracy", "--stability", "--device", "cpu", "--quiet"]
+    printed = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert printed.exit_code == 0, printed.output
+    assert "concept stability" in printed.stdout and "mean matched r" in printed.stdout
+    without = run_cli("compare", *models[:2], "--metrics", "accuracy", "--device", "cpu", "--json")
+    assert "stability" not in json.loads(without.stdout)

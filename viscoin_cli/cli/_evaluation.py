@@ -16,14 +16,10 @@ from viscoin_cli.cli import options as o
 from viscoin_cli.cli._groups import Run
 from viscoin_cli.cli._parse import parse_indices, parse_metrics, parse_thresholds
 from viscoin_cli.errors import UserError
-from viscoin_cli.metrics.checks import METRICS
+from viscoin_cli.metrics.checks import METRICS, OPTIONAL_METRICS
 
 if TYPE_CHECKING:
     from viscoin_cli.metrics.evaluation import Evaluation, Settings
-
-
-# Metrics computed only when named: not part of `all` (AM makes visualization_fid hours long on a big model).
-OPTIONAL_METRICS = ("visualization_fid",)
 
 
 class VisMethod(Choice):
@@ -34,7 +30,7 @@ class VisMethod(Choice):
 
 
 def parse_metric_names(text: str, option: str = "METRIC") -> list[str]:
-    """`parse_metrics`, plus the optional metrics (visualization-fid or visualization_fid), which come last."""
+    """`parse_metrics`, plus the optional metrics (health, visualization-fid or visualization_fid), last."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     optional = [name.replace("-", "_") for name in names if name.replace("-", "_") in OPTIONAL_METRICS]
     rest = [name for name in names if name.replace("-", "_") not in OPTIONAL_METRICS]
@@ -65,6 +61,7 @@ class MetricOptions:
     vis_pairs: int = 400
     vis_method: str | None = None
     am_steps: int | None = None
+    duplicate_threshold: float = 0.95
 
 
 def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size: int, run: Run) -> Settings:
@@ -84,6 +81,8 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
     if options.inception_weights is not None and options.fid_features != "inception":
         raise UserError("--inception-weights applies to --fid-features inception")
     common.check_positive(options.vis_pairs, "--vis-pairs")
+    if not -1 <= options.duplicate_threshold <= 1:
+        raise UserError(f"--duplicate-threshold {options.duplicate_threshold}: must be a correlation in [-1, 1]")
     if options.am_steps is not None:
         from viscoin_cli.interpret.am import check_steps
 
@@ -107,6 +106,7 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
         vis_pairs=options.vis_pairs,
         vis_method=str(options.vis_method) if options.vis_method is not None else None,
         am_steps=options.am_steps,
+        duplicate_threshold=options.duplicate_threshold,
     )
 
 

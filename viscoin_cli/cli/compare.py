@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
 TABLE = "Table"
 # evaluate's metric options but --lambda: the comparison measures consistency at each --consistency-lambdas
-COMPARE_METRIC_OPTIONS = OptionGroup(MetricOptions, tuple(p for p in METRIC_OPTIONS.parameters if p.name != "lam"))
+# (and --duplicate-threshold: health is no row of the table)
+COMPARE_METRIC_OPTIONS = OptionGroup(
+    MetricOptions, tuple(p for p in METRIC_OPTIONS.parameters if p.name not in ("lam", "duplicate_threshold"))
+)
 
 ConsistencyLambdas = Annotated[
     str,
@@ -113,6 +116,16 @@ def compare(
     ] = None,
     metric_options: MetricOptions = COMPARE_METRIC_OPTIONS,
     consistency_lambdas: ConsistencyLambdas = "2,4",
+    stability: Annotated[
+        bool,
+        typer.Option(
+            "--stability",
+            help="Also match each pair of models' concepts one to one (Hungarian, on the correlation of their "
+            "pooled test activations) and report the mean matched correlation and the share of matches with "
+            "r ≥ 0.5: do two runs (e.g. two seeds) find the same concepts? Opens every model.",
+            rich_help_panel=TABLE,
+        ),
+    ] = False,
     batch_size: common.BatchSize = 64,
     run: Run = SEEDED_RUNTIME,
 ) -> None:
@@ -120,7 +133,8 @@ def compare(
 
     Rows: accuracy of f and of the model, reconstruction MSE, LPIPS and FID, faithfulness at each τ
     beside its random baseline, consistency at each --consistency-lambdas value as mean ± std, and the
-    visualisation FID when an evaluation document has it. Every model is evaluated as `viscoin evaluate`
+    visualisation FID when an evaluation document has it; with --stability, a second table: per pair of
+    models, how well their concepts match one to one. Every model is evaluated as `viscoin evaluate`
     does, with the same --seed, --samples and consistency samples, so the numbers are paired: each equals
     what `viscoin evaluate` prints for that model with the same options. --metrics-json reads earlier
     `evaluate --json` outputs instead (only what they lack is computed); they must have been computed with
@@ -158,6 +172,7 @@ def compare(
         classifier=inputs.classifier,
         generator=inputs.generator,
         console=make_console(quiet=run.quiet or run.json_out),
+        stability=stability,
     )
     if csv_path is not None:
         write_csv(document, csv_path)
@@ -185,4 +200,27 @@ def print_table(document: dict[str, Any]) -> None:
         winners = best(row)
         shown = [Text(text, style="bold" if i in winners else "") for i, text in enumerate(cells(row))]
         table.add_row(Text(row_label(row)), *shown)
+    Console(soft_wrap=False).print(table)
+    if "stability" in document:
+        print_stability(document)
+
+
+def print_stability(document: dict[str, Any]) -> None:
+    """A row per pair of models: their concepts matched one to one, and how well the matches correlate."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from viscoin_cli.interpret.compare import headings
+
+    names, stability = headings(document), document["stability"]
+    above = f"matched_above_{stability['threshold']:g}"
+    table = Table(title=Text("concept stability: Hungarian matching on the correlation of pooled test activations"))
+    for column in ("model a", "model b", "matched", "mean matched r", f"share r ≥ {stability['threshold']:g}"):
+        table.add_column(Text(column), justify="left" if column.startswith("model") else "right")
+    for pair in stability["pairs"]:
+        mean = pair["mean_matched_correlation"]
+        shown = "—" if mean is None else f"{mean:.4f}"
+        share = "—" if pair[above] is None else f"{pair[above]:.4f}"
+        table.add_row(Text(names[pair["a"]]), Text(names[pair["b"]]), str(pair["matched"]), shown, share)
     Console(soft_wrap=False).print(table)

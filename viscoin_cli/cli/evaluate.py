@@ -23,16 +23,18 @@ FAITH = "Faithfulness"
 CONSIST = "Consistency"
 RECON = "Reconstruction"
 VIS = "Visualisation FID"
+HEALTH = "Health"
 CHECKS = "Checks (CI)"
 METRIC_HELP = (
-    "accuracy, reconstruction, faithfulness, consistency, all (those four), visualization-fid (never in all: "
-    "slow with AM), or a comma list."
+    "accuracy, reconstruction, faithfulness, consistency, all (those four), health (not in all: a diagnostic), "
+    "visualization-fid (never in all: slow with AM), or a comma list."
 )
 KEYS_HELP = (
     "KEY is a dotted path into the JSON's metrics, as the table prints it: accuracy.g, accuracy.f, "
     "reconstruction.mse, reconstruction.fid, faithfulness.0.2.median, consistency.mean, "
-    "consistency.per_concept.3, ...; shortcuts: accuracy (= accuracy.g), agreement, mse, lpips, fid, "
-    "faithfulness (= faithfulness.0.2.median), consistency (= consistency.mean). Repeatable."
+    "consistency.per_concept.3, health.per_class.mean, ...; shortcuts: accuracy (= accuracy.g), agreement, mse, "
+    "lpips, fid, faithfulness (= faithfulness.0.2.median), consistency (= consistency.mean), dead (= "
+    "health.dead.count), duplicates (= health.duplicates.count). Repeatable."
 )
 
 Samples = Annotated[
@@ -136,6 +138,14 @@ AmSteps = Annotated[
         show_default=False,
     ),
 ]
+DuplicateThreshold = Annotated[
+    float,
+    typer.Option(
+        "--duplicate-threshold",
+        help="Concepts whose pooled activations correlate above it on the test split are duplicates.",
+        rich_help_panel=HEALTH,
+    ),
+]
 METRIC_OPTIONS = option_group(
     MetricOptions,
     lpips=(Lpips, None),
@@ -152,6 +162,7 @@ METRIC_OPTIONS = option_group(
     vis_pairs=(VisPairs, 400),
     vis_method=(VisMethodOption, None),
     am_steps=(AmSteps, None),
+    duplicate_threshold=(DuplicateThreshold, 0.95),
 )
 
 
@@ -195,6 +206,9 @@ def evaluate(
     visualization-fid (paper App. C.2; not in all): FID between visualisations of the 3 most activating test
     images of --vis-pairs random relevant (class, concept) pairs and as many test images, on the FID features
     of reconstruction.
+    health (not in all): dead concepts (never active on the test split), duplicated ones (pooled activations
+    correlated above --duplicate-threshold), how many concepts carry 80% of each class's positive relevance,
+    and the share of test images where each concept is active; read off the encodings, seconds.
 
     The same --seed gives the same numbers. --json prints one document with every number, the settings
     and the seconds each metric took. --fail-under / --fail-over turn it into a CI gate: exit 1 when a

@@ -267,11 +267,14 @@ def compare(
     classifier: Path | None = None,
     generator: Path | None = None,
     console: Console | None = None,
+    stability: bool = False,
 ) -> dict[str, Any]:
     """The comparison document: each model's `metrics` at `settings` (consistency at each of `lambdas`),
     read from its `documents` (per model: (source, `evaluate --json` document)) or computed with the
     evaluation `open_model(model, classifier, generator)` opens (generator None for a model without one).
-    Models are evaluated one after the other, each released before the next is loaded."""
+    Models are evaluated one after the other, each released before the next is loaded. With `stability`,
+    every model is opened (documents hold no activations) and its pooled test activations kept, to match
+    the concepts of each pair of models (`stability_document`)."""
     check_comparable(models)
     measures = [Measures() for _ in models]
     for measure_, given in zip(measures, documents or [[] for _ in models], strict=True):
@@ -279,29 +282,47 @@ def compare(
             measure_.add(document, source)
     todo = [measure_.missing(metrics, lambdas) for measure_ in measures]
     computing = [i for i, (names, lams) in enumerate(todo) if names or lams]
+    opening = list(range(len(models))) if stability else computing
     sources = [(source, paired_settings(doc.get("settings", {}))) for given in documents for source, doc in given]
     if computing:
         sources.insert(0, ("this comparison", paired_settings(settings.to_json())))
         if any(todo[i][1] for i in computing):
             check_concepts([models[i] for i in computing], settings)
-        check_parents([models[i] for i in computing], classifier, generator)
+    check_parents([models[i] for i in opening], classifier, generator)
     if sources:
         check_paired(sources)
     notes: list[str] = []
-    for step, i in enumerate(computing, 1):
+    pooled: list[Any] = []
+    for step, i in enumerate(opening, 1):
         model = models[i]
         if console is not None:
-            console.print(f"compare: evaluating {model.method} {model.path} ({step} of {len(computing)})")
+            console.print(f"compare: evaluating {model.method} {model.path} ({step} of {len(opening)})")
         evaluation = open_model(model, classifier, generator if model.has_generator else None)
-        for document in measure(evaluation, *todo[i], notes=notes):
+        for document in measure(evaluation, *todo[i], notes=notes) if i in computing else ():
             measures[i].add(document, COMPUTED)
+        if stability:
+            pooled.append(evaluation.encoded("test").pooled)  # [N, K] on the CPU: small
         del evaluation
     if console is not None:
         for note in notes:
             console.print(f"warning: {note}")
     common = sources[0][1] if sources else paired_settings(settings.to_json())
     document = comparison_document(models, measures, common, metrics, lambdas)
+    if stability:
+        document["stability"] = stability_document(pooled)
     return {**document, "notes": notes} if notes else document
+
+
+def stability_document(pooled: Sequence[Any]) -> dict[str, Any]:
+    """For every pair of models (by column index), their concepts matched one to one (Hungarian, on the
+    correlation of their pooled test activations; min(Ka, Kb) matches): do two runs find the same concepts?"""
+    from viscoin_cli.metrics.health import STABLE_CORRELATION, stability
+
+    pairs = []
+    for a in range(len(pooled)):
+        for b in range(a + 1, len(pooled)):
+            pairs.append({"a": a, "b": b, **stability(pooled[a], pooled[b])})
+    return {"threshold": STABLE_CORRELATION, "pairs": pairs}
 
 
 # --- the table ------------------------------------------------------------------------------------------

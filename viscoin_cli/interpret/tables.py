@@ -51,4 +51,45 @@ def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{cons['samples']} samples per split",
             )
         )
+    if "health" in metrics:
+        rows += health_rows(metrics["health"])
     return rows
+
+
+def _listed(items: list[Any], shown: int = 8) -> str:
+    return ", ".join(map(str, items[:shown])) + (f", … ({len(items) - shown} more)" if len(items) > shown else "")
+
+
+def health_rows(health: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The dictionary's health (metrics/health.py): dead and duplicated concepts, concepts per class, activity."""
+    dead, duplicates, per_class, active = (
+        health[name] for name in ("dead", "duplicates", "per_class", "active_fraction")
+    )
+    pairs = [f"{k1}~{k2} (r={r:.3f})" for k1, k2, r in duplicates["pairs"]]
+    spread = "—" if per_class["min"] is None else f"{per_class['min']:g}–{per_class['max']:g}"
+    return [
+        (
+            "health.dead.count",
+            str(dead["count"]),
+            f"of {health['concepts']} concepts never active (φ̄ ≤ {health['epsilon']:g}) on {health['samples']} "
+            f"test images" + (f": {_listed(dead['indices'])}" if dead["indices"] else ""),
+        ),
+        (
+            "health.duplicates.count",
+            str(duplicates["count"]),
+            f"concept pairs with φ̄ correlated above {duplicates['threshold']:g}"
+            + (f": {_listed(pairs, 4)}" if pairs else ""),
+        ),
+        (
+            "health.per_class.mean",
+            _number(per_class["mean"]),
+            f"concepts carrying {per_class['share']:.0%} of a class's positive relevance, {spread} over "
+            f"{per_class['classes']} classes",
+        ),
+        (
+            "health.active_fraction.mean",
+            _number(active["mean"]),
+            f"share of test images where a concept is active: min {_number(active['min'])}, median "
+            f"{_number(active['median'])}, max {_number(active['max'])}",
+        ),
+    ]

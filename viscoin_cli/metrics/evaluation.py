@@ -60,6 +60,7 @@ class Settings:
     vis_pairs: int = 400  # visualization_fid: random relevant (class, concept) pairs (all when fewer)
     vis_method: str | None = None  # render | am; None: render for VisCoIN, am (FLINT's way) for the baselines
     am_steps: int | None = None  # AM steps; None: interpret/am.py's 1000
+    duplicate_threshold: float = 0.95  # health: concepts whose φ̄ correlate above it are duplicates
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -303,6 +304,16 @@ class Evaluation:
                 standardize=self.settings.standardize,
             )
         return {"samples": self.settings.consistency_samples, "concepts": len(concepts), **result}
+
+    def health(self) -> dict[str, Any]:
+        """Dead, duplicated and rarely active concepts, and how many carry each class (metrics/health.py): read
+        off the test encodings and their global relevance, no rendering."""
+        from viscoin_cli.interpret.relevance import relevance_tables
+        from viscoin_cli.metrics.health import health
+
+        test = self.encoded("test")
+        relevance = relevance_tables(self.model, test)[1]
+        return health(test.pooled, relevance, duplicate_threshold=self.settings.duplicate_threshold)
 
     @property
     def vis_method(self) -> str:
