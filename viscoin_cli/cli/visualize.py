@@ -46,11 +46,9 @@ def _how(
     for given, option in ((lambda_, "--lambda"), (lambdas, "--lambdas")):
         if given is not None:
             raise UserError(f"{option} does not apply to --method am (AM optimises the image, it scales no map)")
-    from viscoin_cli.interpret.am import AMSettings, check_steps
+    from viscoin_cli.interpret.am import am_settings
 
-    settings = AMSettings() if am_steps is None else AMSettings(steps=am_steps)
-    check_steps(settings.steps)
-    return [], settings
+    return [], am_settings(am_steps)
 
 
 def _check_scale(scale: int | None, raw: bool) -> None:

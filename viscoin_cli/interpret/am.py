@@ -64,6 +64,13 @@ class AMResult:
     activation: torch.Tensor  # [N] φ̄_k of `images`
 
 
+def am_settings(steps: int | None) -> AMSettings:
+    """FLINT's settings with the given step count (None: the default 1000), checked."""
+    settings = AMSettings() if steps is None else AMSettings(steps=steps)
+    check_steps(settings.steps)
+    return settings
+
+
 def check_steps(steps: int, option: str = "--am-steps") -> None:
     """A one-line error for a step count that is not 1..MAX_STEPS."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:

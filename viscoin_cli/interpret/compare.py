@@ -345,14 +345,6 @@ def _at(tree: Any, *keys: str) -> Any:
     return tree if isinstance(tree, int | float) and not isinstance(tree, bool) else None
 
 
-def _visualization_fid(measures: Measures) -> Any:
-    """The visualisation FID when the document has one (a number, or a result holding `fid` or `value`)."""
-    result = measures.metrics.get("visualization_fid")
-    if isinstance(result, int | float) and not isinstance(result, bool):
-        return result
-    return _at(result, "fid") if _at(result, "fid") is not None else _at(result, "value")
-
-
 def row_specs(thresholds: Sequence[float], lambdas: Sequence[float]) -> list[RowSpec]:
     """The paper's rows, in its order."""
     rows = [
@@ -384,7 +376,9 @@ def row_specs(thresholds: Sequence[float], lambdas: Sequence[float]) -> list[Row
                 ("std", lambda m, lam=lam: _at(m.consistency.get(lam), "std")),
             )
         )
-    rows.append(RowSpec("visualization_fid", "visualisation FID", "lower", _visualization_fid))
+    rows.append(
+        RowSpec("visualization_fid", "visualisation FID", "lower", lambda m: _at(m.metrics, "visualization_fid", "fid"))
+    )
     return rows
 
 

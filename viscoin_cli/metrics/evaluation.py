@@ -308,12 +308,10 @@ class Evaluation:
     def health(self) -> dict[str, Any]:
         """Dead, duplicated and rarely active concepts, and how many carry each class (metrics/health.py): read
         off the test encodings and their global relevance, no rendering."""
-        from viscoin_cli.interpret.relevance import relevance_tables
         from viscoin_cli.metrics.health import health
 
-        test = self.encoded("test")
-        relevance = relevance_tables(self.model, test)[1]
-        return health(test.pooled, relevance, duplicate_threshold=self.settings.duplicate_threshold)
+        relevance = self.global_relevance("test")
+        return health(self.encoded("test").pooled, relevance, duplicate_threshold=self.settings.duplicate_threshold)
 
     @property
     def vis_method(self) -> str:
@@ -329,13 +327,12 @@ class Evaluation:
         The real side is as many test images drawn with the seed (all of them when the split is smaller).
         """
         from viscoin_cli.interpret.amplify import top_activating
-        from viscoin_cli.interpret.relevance import relevance_tables
         from viscoin_cli.interpret.visualize import relevant_pairs
         from viscoin_cli.metrics.fid import feature_statistics, frechet_distance
 
         self._setup_fid()
         test, settings = self.encoded("test"), self.settings
-        relevance = relevance_tables(self.model, test)[1]
+        relevance = self.global_relevance("test")
         pairs = relevant_pairs(relevance, VIS_RELEVANCE, settings.vis_pairs, settings.seed)
         rows = [(int(i), k) for c, k in pairs for i in top_activating(test, k, VIS_PER_PAIR, cls=c)]
         count = min(len(rows), len(test))
@@ -367,10 +364,9 @@ class Evaluation:
 
     def _am_settings(self) -> AMSettings:
         """AM as FLINT's code sets it, with the run's step count."""
-        from viscoin_cli.interpret.am import AMSettings
+        from viscoin_cli.interpret.am import am_settings
 
-        steps = self.settings.am_steps
-        return AMSettings() if steps is None else AMSettings(steps=steps)
+        return am_settings(self.settings.am_steps)
 
     @torch.no_grad()
     def _image_features(self, indices: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ def _centred(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def constant_concepts(pooled: torch.Tensor) -> torch.Tensor:
     """[K] bool: concepts whose φ̄ never varies over the samples."""
-    return correlations(pooled, pooled).diagonal() == 0
+    return _centred(pooled)[1]
 
 
 def duplicate_pairs(pooled: torch.Tensor, threshold: float = DUPLICATE_THRESHOLD) -> list[list[Any]]:

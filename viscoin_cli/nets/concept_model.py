@@ -59,6 +59,13 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+def check_config_keys(config: dict, known: tuple[str, ...], method: str) -> None:
+    """A key we would silently ignore is a config we do not understand: a one-line error naming it."""
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise UserError(f"unknown {method} config key {unknown[0]!r} (expected {', '.join(known)})")
+
+
 def find_parent(recorded: Path, model_path: Path) -> Path:
     """The recorded path, else a file of the same name next to the model (a copied or cloned folder)."""
     if recorded.is_file():

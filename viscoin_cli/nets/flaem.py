@@ -25,7 +25,7 @@ from torch import nn
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import CheckpointMeta
 from viscoin_cli.nets.classifier import Classifier
-from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, freeze, load_on_classifier
+from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, check_config_keys, freeze, load_on_classifier
 
 CONFIG_KEYS = ("num_concepts", "resolution", "decoder_channels")  # what a flaem checkpoint's config holds
 DECODER_CHANNELS = (16, 8)  # the official decoder's widths after its first and second transposed conv
@@ -89,9 +89,7 @@ class FLAEM(ConceptModel):
     method = "flaem"
 
     def __init__(self, classifier: Classifier, config: dict[str, Any]):
-        unknown = sorted(set(config) - set(CONFIG_KEYS))
-        if unknown:  # a key we would silently ignore is a config we do not understand
-            raise UserError(f"unknown FLAEM config key {unknown[0]!r} (expected {', '.join(CONFIG_KEYS)})")
+        check_config_keys(config, CONFIG_KEYS, "FLAEM")
         super().__init__()
         self.config = {"decoder_channels": list(DECODER_CHANNELS), **config}
         self.config["decoder_channels"] = list(_check_channels(self.config["decoder_channels"]))

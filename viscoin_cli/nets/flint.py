@@ -25,7 +25,7 @@ from torch import nn
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import CheckpointMeta
 from viscoin_cli.nets.classifier import Classifier
-from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, freeze, load_on_classifier
+from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, check_config_keys, freeze, load_on_classifier
 from viscoin_cli.nets.concepts import ConceptMapExtractor
 
 CONFIG_KEYS = ("num_concepts", "hidden", "resolution")  # what a flint checkpoint's config holds
@@ -103,9 +103,7 @@ class FLINT(ConceptModel):
     method = "flint"
 
     def __init__(self, classifier: Classifier, config: dict[str, Any]):
-        unknown = sorted(set(config) - set(CONFIG_KEYS))
-        if unknown:  # a key we would silently ignore is a config we do not understand
-            raise UserError(f"unknown FLINT config key {unknown[0]!r} (expected {', '.join(CONFIG_KEYS)})")
+        check_config_keys(config, CONFIG_KEYS, "FLINT")
         super().__init__()
         self.config = dict(config)
         self.f = freeze(classifier)

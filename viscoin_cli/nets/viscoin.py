@@ -22,7 +22,7 @@ from torch import nn
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import CheckpointMeta, build_from_config, load_checkpoint, load_into
 from viscoin_cli.nets.classifier import Classifier, load_classifier
-from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, freeze, verified_parent
+from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput, check_config_keys, freeze, verified_parent
 from viscoin_cli.nets.concepts import ConceptExtractor, ConceptTranslator, InterpretableHead, default_support_ws
 
 # VisCoIN's output: Φ [N, K, 3, 3], φ̄ [N, K], g(x), γ [N, K*9], f(x), and from forward() Ω(Φ, γ) and x̃.
@@ -36,9 +36,7 @@ class VisCoIN(ConceptModel):
     method = "viscoin"
 
     def __init__(self, classifier: Classifier, generator: nn.Module, config: dict[str, Any]):
-        unknown = sorted(set(config) - set(CONFIG_KEYS))
-        if unknown:  # a key we would silently ignore is a config we do not understand
-            raise UserError(f"unknown VisCoIN config key {unknown[0]!r} (expected {', '.join(CONFIG_KEYS)})")
+        check_config_keys(config, CONFIG_KEYS, "VisCoIN")
         super().__init__()
         self.config = dict(config)
         self.f = freeze(classifier)

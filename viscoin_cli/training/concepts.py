@@ -24,8 +24,9 @@ from viscoin_cli.console import Progress, format_metrics
 from viscoin_cli.data import load_dataset
 from viscoin_cli.data.images import ImageDataset
 from viscoin_cli.errors import UserError
-from viscoin_cli.io.checkpoint import CheckpointMeta, load_state, save_checkpoint, save_state
+from viscoin_cli.io.checkpoint import CheckpointMeta, load_state, parent_record, read_meta, save_checkpoint, save_state
 from viscoin_cli.io.images import save_grid
+from viscoin_cli.nets.classifier import load_classifier
 from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput
 from viscoin_cli.runtime import Runtime, all_reduce_sum
 from viscoin_cli.shipped import DEFAULT_CLASSIFIER
@@ -146,9 +147,6 @@ class BaselineTraining:
     concept_noun: str  # "attributes"
 
     def __init__(self, cfg: ConceptTrainConfig, rt: Runtime):
-        from viscoin_cli.io.checkpoint import parent_record, read_meta
-        from viscoin_cli.nets.classifier import load_classifier
-
         f_meta = read_meta(cfg.classifier, kind="classifier")
         self.train_set, self.test_set = load_splits(cfg, cfg.resolution or (f_meta.dataset or {}).get("resolution"))
         check_classes(f_meta, self.train_set.facts())
@@ -159,6 +157,27 @@ class BaselineTraining:
             f"train images, {self.train_set.resolution} px), f={f_meta.path.name}, "
             f"{cfg.real_batch // rt.world_size} images per step per process"
         )
+
+    weights: Any  # the method's loss weights (a frozen dataclass)
+
+    def objective(self, out: ConceptOutput, reals: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's loss of the model's output on real images: (total, unweighted terms)."""
+        raise NotImplementedError
+
+    def loss(
+        self,
+        net: torch.nn.Module,
+        reals: torch.Tensor,
+        labels: torch.Tensor,  # noqa: ARG002 - f is the teacher, not the labels
+        rt: Runtime,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, ConceptOutput]:
+        with rt.autocast():
+            out = net(reals)
+            loss, terms = self.objective(out, reals)
+        return loss, terms, reals, out
+
+    def extra(self) -> dict[str, Any]:
+        return {"loss_weights": self.weights.__dict__}
 
 
 def load_splits(cfg: ConceptTrainConfig, resolution: int) -> tuple[ImageDataset, ImageDataset]:

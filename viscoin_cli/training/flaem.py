@@ -54,24 +54,12 @@ class FlaemTraining(BaselineTraining):
         self.model = FLAEM(self.f, config).to(rt.device)
         self.weights = FlaemWeights(cfg.fidelity_weight, cfg.concept_weight, cfg.sparsity_weight)
 
-    def loss(
-        self,
-        net: torch.nn.Module,
-        reals: torch.Tensor,
-        labels: torch.Tensor,  # noqa: ARG002 - f is the teacher, not the labels
-        rt: Runtime,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, ConceptOutput]:
-        with rt.autocast():
-            out = net(reals)
-            loss, terms = flaem_loss(
-                images=reals,
-                recon=out.recon.float(),
-                concepts=out.pooled.float(),
-                g_logits=out.logits.float(),
-                f_logits=out.f_logits.float(),
-                weights=self.weights,
-            )
-        return loss, terms, reals, out
-
-    def extra(self) -> dict[str, Any]:
-        return {"loss_weights": self.weights.__dict__}
+    def objective(self, out: ConceptOutput, reals: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return flaem_loss(
+            images=reals,
+            recon=out.recon.float(),
+            concepts=out.pooled.float(),
+            g_logits=out.logits.float(),
+            f_logits=out.f_logits.float(),
+            weights=self.weights,
+        )

@@ -65,24 +65,12 @@ class FlintTraining(BaselineTraining):
             cfg.output_fidelity_weight, cfg.input_fidelity_weight, cfg.entropy_weight, cfg.sparsity_weight
         )
 
-    def loss(
-        self,
-        net: torch.nn.Module,
-        reals: torch.Tensor,
-        labels: torch.Tensor,  # noqa: ARG002 - f is the teacher, not the labels
-        rt: Runtime,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, ConceptOutput]:
-        with rt.autocast():
-            out = net(reals)
-            loss, terms = flint_loss(
-                logits=out.logits.float(),
-                f_logits=out.f_logits.float(),
-                images=reals,
-                recon=out.recon.float(),
-                pooled=out.pooled.float(),
-                weights=self.weights,
-            )
-        return loss, terms, reals, out
-
-    def extra(self) -> dict[str, Any]:
-        return {"loss_weights": self.weights.__dict__}
+    def objective(self, out: ConceptOutput, reals: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return flint_loss(
+            logits=out.logits.float(),
+            f_logits=out.f_logits.float(),
+            images=reals,
+            recon=out.recon.float(),
+            pooled=out.pooled.float(),
+            weights=self.weights,
+        )
