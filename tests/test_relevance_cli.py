@@ -164,7 +164,6 @@ def test_local_table(tiny_model, library):
         (["--class", "seven"], "--class 'seven': no such class"),
         (["--class", "10"], "--class 10: class index out of range"),
         (["--image", "missing.png"], "missing.png (no such file)"),
-        (["--image", "{rgba}"], "4 channels, RGBA"),
         (["--image", "{corrupt}"], "not a readable image"),
     ],
 )

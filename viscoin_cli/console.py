@@ -39,6 +39,11 @@ def print_json(document: Any) -> None:
     sys.stdout.flush()
 
 
+def json_line(document: Any) -> str:
+    """One document as a single JSON line (JSONL output), non-finite numbers as null as in print_json."""
+    return json.dumps(_finite_or_null(document), allow_nan=False)
+
+
 def _finite_or_null(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None

@@ -109,3 +109,14 @@ def _trained_classes(root: Path, names: list[str], suffixes: set[str], skip: boo
         shown = ", ".join(empty[:MAX_LISTED])
         sys.stderr.write(f"warning: left out {len(empty)} class(es) without readable training images: {shown}\n")
     return [name for name in names if name not in empty]
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """Every image file under `folder` (by extension, recursively, hidden ones skipped), in sorted order; a
+    folder that cannot be listed is a one-line error."""
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder")
+    try:
+        return list(_walk_images(folder, _image_suffixes()))
+    except _Unreadable as err:
+        raise UserError(f"{err.folder}: cannot read this folder ({err.reason})") from None

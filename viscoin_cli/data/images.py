@@ -253,7 +253,7 @@ class ImageFileDataset(ImageDataset):
         raise UserError(f"no image of the {self.split} split of {self.name} in {self.root} can be decoded")
 
     def _load(self, index: int) -> Image.Image:
-        """Decodes one file as RGB, cropped to its box. Large JPEGs are decoded at a reduced scale (libjpeg's
+        """Decodes one file as RGB (`as_rgb`), cropped to its box. Large JPEGs are decoded at a reduced scale (libjpeg's
         DCT scaling) when the region still covers the load size: a 1024 px face at R=256 decodes ~8× faster."""
         with Image.open(self.files[index]) as picture:
             width, height = picture.size
@@ -263,7 +263,7 @@ class ImageFileDataset(ImageDataset):
             if shorter >= 2 * self.load_size:  # draft() is a no-op for formats other than JPEG
                 target = (math.ceil(width * self.load_size / shorter), math.ceil(height * self.load_size / shorter))
                 picture.draft(None, target)
-            picture = picture.convert("RGB")
+            picture = as_rgb(picture)
         if box is not None:
             sx, sy = picture.width / width, picture.height / height
             scaled = _crop_box((left * sx, top * sy, right * sx, bottom * sy), picture.width, picture.height)
@@ -300,49 +300,74 @@ def parsing(path: Path) -> Iterator[None]:
         raise UserError(f"{path}: malformed ({detail})") from None
 
 
+class UnreadableImage(Exception):
+    """A file that is not an image Pillow can decode; `str()` is the reason, in a few words."""
+
+
+def as_rgb(picture: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB, the one conversion every dataset and user image goes through.
+
+    16-bit and 32-bit integer gray (I;16, I) is scaled by 1/257 rather than clipped at 255; float gray (F) in
+    [0, 1] is scaled to [0, 255]; an alpha channel (RGBA, LA, PA, a palette with transparency) is composited
+    over black, which is where a premultiplied transparent pixel sits, so the colour left under transparent
+    pixels by the program that saved the file does not reach the model; CMYK, YCbCr, LAB, HSV, palettes and
+    1-bit images use Pillow's conversion.
+    """
+    mode = picture.mode
+    if mode == "RGB":
+        return picture
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(picture, dtype=np.float64)
+        if mode.startswith("I;16") or (mode == "I" and values.max(initial=0) > 255):
+            values = values / 257
+        elif mode == "F" and values.max(initial=0) <= 1:
+            values = values * 255
+        return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if "A" in picture.getbands() or "a" in picture.getbands() or "transparency" in picture.info:
+        rgba = picture.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    return picture.convert("RGB")
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """The decoded file as RGB (`as_rgb`), or UnreadableImage with the reason."""
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            return as_rgb(picture)
+    except FileNotFoundError:
+        raise UnreadableImage("no such file") from None
+    except IsADirectoryError:
+        raise UnreadableImage("a folder") from None
+    except Image.DecompressionBombError:
+        raise UnreadableImage(f"above Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx") from None
+    except Exception:  # Pillow raises many types for broken files
+        raise UnreadableImage("not a readable image") from None
+
+
+def image_tensor(picture: Image.Image, transform: ImageTransform, channels: int) -> torch.Tensor:
+    """An RGB picture through a split's transform, with the model's channel count."""
+    image = transform(picture)
+    return image[:1] if channels == 1 else image
+
+
 def load_image_files(paths: list[Path], resolution: int, channels: int = 3) -> torch.Tensor:
     """User images -> [N, channels, R, R] in [-1, 1], resized and centre-cropped like a test split.
 
-    Grayscale is replicated to colour (as the datasets do). An image with an alpha channel or another
-    channel count is refused rather than guessed at: what lies under transparent pixels changes what the
-    model sees. Every missing or unreadable file is named in one error.
+    Any mode Pillow reads is brought to RGB as the datasets do (`as_rgb`). Every missing or unreadable file
+    is named in one error.
     """
     transform = image_transform(resolution, augment=False)
     images: list[torch.Tensor] = []
     bad: list[str] = []
-    wrong: list[str] = []
     warn_large_images([(path, size) for path in paths if (size := _image_size(path)) is not None])
     for path in paths:
         try:
-            with Image.open(path) as picture:
-                picture.load()
-                bands = picture.getbands()
-                if picture.mode == "P" and "transparency" in picture.info:
-                    bands = (*bands, "A")
-                if len(bands) not in (1, 3) or "A" in bands:
-                    wrong.append(f"{path} ({len(bands)} channels, {''.join(bands)})")
-                    continue
-                picture = picture.convert("RGB")
-        except FileNotFoundError:
-            bad.append(f"{path} (no such file)")
-            continue
-        except IsADirectoryError:
-            bad.append(f"{path} (a folder)")
-            continue
-        except Image.DecompressionBombError:
-            bad.append(f"{path} (above Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx)")
-            continue
-        except Exception:  # Pillow raises many types for broken files
-            bad.append(f"{path} (not a readable image)")
-            continue
-        image = transform(picture)
-        images.append(image[:1] if channels == 1 else image)
+            images.append(image_tensor(read_rgb(path), transform, channels))
+        except UnreadableImage as reason:
+            bad.append(f"{path} ({reason})")
     if bad:
         names = ", ".join(bad[:MAX_LISTED])
         more = f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
         raise UserError(f"cannot read {len(bad)} image{'s' if len(bad) > 1 else ''}: {names}{more}")
-    if wrong:
-        names = ", ".join(wrong[:MAX_LISTED])
-        more = f" and {len(wrong) - MAX_LISTED} more" if len(wrong) > MAX_LISTED else ""
-        raise UserError(f"expected RGB or grayscale images without alpha: {names}{more}")
     return torch.stack(images)

@@ -133,6 +133,50 @@ def label_grid(
     return labelled[..., None] if channels == 1 else labelled
 
 
+def labelled_grid(
+    images: torch.Tensor,
+    columns: int | None = None,
+    padding: int = 2,
+    *,
+    scale: int = 1,
+    title: str | None = None,
+    column_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+) -> np.ndarray:
+    """grid_array, with a title, column headers and row labels drawn around it when given (see label_grid)."""
+    grid = grid_array(images, columns, padding, scale=scale)
+    if title or column_labels or row_labels:
+        tile = (images.shape[-2] * scale, images.shape[-1] * scale)
+        grid = label_grid(grid, tile, padding, title, column_labels, row_labels)
+    return grid
+
+
+def stack_grids(grids: Sequence[np.ndarray], gap: int = 8, fill: int = 255) -> np.ndarray:
+    """Grids [H_i, W_i, C] one above the other, left-aligned, `gap` pixels apart (a card of several blocks)."""
+    channels = max(grid.shape[-1] for grid in grids)
+    width = max(grid.shape[1] for grid in grids)
+    height = sum(grid.shape[0] for grid in grids) + gap * (len(grids) - 1)
+    canvas = np.full((height, width, channels), fill, np.uint8)
+    top = 0
+    for grid in grids:
+        canvas[top : top + grid.shape[0], : grid.shape[1]] = grid  # a gray grid broadcasts to colour
+        top += grid.shape[0] + gap
+    return canvas
+
+
+def save_array(grid: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a [H, W, 1|3] uint8 picture atomically, in the format its suffix names (see GRID_FORMATS)."""
+    from viscoin_cli.io.checkpoint import atomic_write
+
+    path = Path(path)
+    image_format = GRID_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"{path}: a grid is written as {', '.join(GRID_FORMATS)}")
+    picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    options = {"quality": 95} if image_format == "JPEG" else {}
+    return atomic_write(path, lambda tmp: picture.save(tmp, format=image_format, **options))
+
+
 def save_grid(
     images: torch.Tensor,
     path: str | os.PathLike,
@@ -147,16 +191,9 @@ def save_grid(
     """Write images as one grid (`columns` per row; default: as square as possible), atomically, in the
     format its suffix names (see GRID_FORMATS); each image upscaled `scale` times (nearest neighbour), with a
     title, column headers and row labels drawn around the grid when given (see label_grid)."""
-    from viscoin_cli.io.checkpoint import atomic_write
-
-    path = Path(path)
-    image_format = GRID_FORMATS.get(path.suffix.lower())
-    if image_format is None:
+    if Path(path).suffix.lower() not in GRID_FORMATS:
         raise ValueError(f"{path}: a grid is written as {', '.join(GRID_FORMATS)}")
-    grid = grid_array(images, columns, padding, scale=scale)
-    if title or column_labels or row_labels:
-        tile = (images.shape[-2] * scale, images.shape[-1] * scale)
-        grid = label_grid(grid, tile, padding, title, column_labels, row_labels)
-    picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    options = {"quality": 95} if image_format == "JPEG" else {}
-    return atomic_write(path, lambda tmp: picture.save(tmp, format=image_format, **options))
+    grid = labelled_grid(
+        images, columns, padding, scale=scale, title=title, column_labels=column_labels, row_labels=row_labels
+    )
+    return save_array(grid, path)
