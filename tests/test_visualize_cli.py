@@ -1,4 +1,5 @@
-"""`viscoin visualize` end to end on the tiny digits model: grid layout, pixels, sample choice and errors."""
+"""`viscoin visualize` end to end on the tiny digits model: grid layout, pixels, sample choice, --set edits and
+errors."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
 from viscoin_cli.data import load_dataset
+from viscoin_cli.data.images import load_image_files
 from viscoin_cli.interpret.amplify import top_activating
-from viscoin_cli.interpret.encode import encode_dataset
+from viscoin_cli.interpret.edit import render_edit
+from viscoin_cli.interpret.encode import encode_dataset, encode_images
 from viscoin_cli.interpret.relevance import global_relevance, local_relevance
 from viscoin_cli.interpret.visualize import column_names, difference_views
 from viscoin_cli.io.images import to_uint8
 from viscoin_cli.nets.viscoin import load_viscoin
 from viscoin_cli.runtime import setup_runtime
+from viscoin_cli.shipped import DEFAULT_MODEL
 
 CPU = ("--device", "cpu")
 R, PAD = 16, 2  # the tiny model's resolution; save_grid's padding
@@ -224,9 +228,10 @@ def test_top_pairs_notes_an_unpredicted_class_once(tiny_model, library, tmp_path
         (["--top-pairs", "0"], "--top-pairs 0: must be at least 1"),
         ([], "--concept is required"),
         (["--concept", "1", "--class", "eleven"], "--class 'eleven': no such class"),
-        (["--concept", "1", "--image", "{rgba}"], "rgba.png (4 channels, RGBA)"),
+        (["--concept", "1", "--image", "{bad}"], "bad.png (not a readable image)"),
         (["--concept", "1", "--image", "missing.png"], "missing.png (no such file)"),
-        (["--concept", "1", "--image", "{rgba}", "--class", "3"], "--image and --class cannot be combined"),
+        (["--concept", "1", "--image", "{bad}", "--class", "3"], "--image and --class cannot be combined"),
+        (["--concept", "1", "--lambda", "50"], "--lambda '50': λ must be within ±10"),
         (["--concept", "1", "--out", "grid.jpg"], "--out grid.jpg: expected a .png file name"),
         (["--concept", "1", "--scale", "0"], "--scale 0: expected a whole number in 1..16"),
         (["--concept", "1", "--scale", "100"], "--scale 100: expected a whole number in 1..16"),
@@ -234,8 +239,8 @@ def test_top_pairs_notes_an_unpredicted_class_once(tiny_model, library, tmp_path
     ],
 )
 def test_user_errors(tiny_model, tmp_path, args, message):
-    Image.new("RGBA", (16, 16)).save(tmp_path / "rgba.png")
-    args = [a.format(rgba=tmp_path / "rgba.png") for a in args]
+    (tmp_path / "bad.png").write_text("not an image")
+    args = [a.format(bad=tmp_path / "bad.png") for a in args]
     line = assert_one_line_error(run_cli("visualize", "--model", tiny_model, *args, *CPU))
     assert message in line
 
@@ -243,6 +248,161 @@ def test_user_errors(tiny_model, tmp_path, args, message):
 def test_missing_model_is_one_line(tmp_path):
     line = assert_one_line_error(run_cli("visualize", "--model", tmp_path / "m.safetensors", "--concept", 1, *CPU))
     assert "m.safetensors: no such file" in line
+
+
+# --- --set: several concepts edited at once ----------------------------------------------------------------
+
+
+def run_edit(tiny_model, out, *args) -> dict:
+    """`visualize --set ... --json` on the tiny model: its document."""
+    result = run_cli("visualize", "--model", tiny_model, *args, "--out", out, "--json", *CPU)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def edit_pair(library):
+    """Two concepts to edit, the first the one with the most relevant class (it picks the samples)."""
+    return library.concept, (library.concept + 1) % 8
+
+
+@pytest.fixture(scope="module")
+def edit_run(tiny_model, edit_pair, tmp_path_factory):
+    """`--set K1=0 --set K2=2 --samples 3 --diff`, labelled."""
+    first, second = edit_pair
+    out = tmp_path_factory.mktemp("edit") / "edit.png"
+    return run_edit(tiny_model, out, "--set", f"{first}=0", "--set", f"{second}=2", "--samples", 3, "--diff")
+
+
+@pytest.fixture(scope="module")
+def raw_edit_run(tiny_model, edit_pair, tmp_path_factory):
+    first, second = edit_pair
+    out = tmp_path_factory.mktemp("edit") / "raw-edit.png"
+    return run_edit(tiny_model, out, "--set", f"{first}=0", "--set", f"{second}=2", "--samples", 3, "--raw")
+
+
+def test_set_writes_a_labelled_grid_with_before_and_after(edit_run, edit_pair, library):
+    first, second = edit_pair
+    assert edit_run["method"] == "edit" and edit_run["edit"] == {str(first): 0.0, str(second): 2.0}
+    assert edit_run["columns"] == ["input", "reconstruction", "edited", "added", "removed", "energy"]
+    c = int(library.relevance[:, first].argmax())  # the first concept picks the samples, as --concept does
+    assert edit_run["class"] == c and edit_run["indices"] == top_activating(library.encoded, first, 3, cls=c).tolist()
+    with Image.open(edit_run["path"]) as picture:
+        assert picture.size == (edit_run["grid"]["width"], edit_run["grid"]["height"])
+        check_labelled(picture, 3, 6)
+    for row in edit_run["samples"]:
+        for predictor in ("g", "f"):
+            change = row[predictor]
+            assert set(change) == {"before", "after", "before_class_after", "flipped"}
+            assert set(change["before"]) == set(change["after"]) == {"class", "name", "probability"}
+            assert change["flipped"] == (change["before"]["class"] != change["after"]["class"])
+        assert row["flipped"] == row["g"]["flipped"]
+        assert set(row["activation"]) == set(row["relevance"]) == {str(first), str(second)}
+
+
+def test_set_json_after_matches_render_edit(raw_edit_run, edit_pair, library):
+    first, second = edit_pair
+    encoded = library.encoded.subset(torch.tensor(raw_edit_run["indices"]))
+    plain = render_edit(library.model, encoded, {})
+    edited = render_edit(library.model, encoded, {first: 0.0, second: 2.0})
+    for row, sample in enumerate(raw_edit_run["samples"]):
+        for predictor, before, after in (
+            ("g", plain.g_probabilities[row], edited.g_probabilities[row]),
+            ("f", plain.f_probabilities[row], edited.f_probabilities[row]),
+        ):
+            change = sample[predictor]
+            was, now = int(before.argmax()), int(after.argmax())
+            assert change["before"]["class"] == was and change["after"]["class"] == now
+            assert change["before"]["probability"] == pytest.approx(float(before[was]), abs=1e-4)
+            assert change["after"]["probability"] == pytest.approx(float(after[now]), abs=1e-4)
+            assert change["before_class_after"] == pytest.approx(float(after[was]), abs=1e-4)
+
+
+def test_set_raw_grid_shows_input_reconstruction_and_edited(raw_edit_run, edit_pair, library):
+    assert raw_edit_run["grid"]["labelled"] is False and raw_edit_run["columns"] == [
+        "input",
+        "reconstruction",
+        "edited",
+    ]
+    with Image.open(raw_edit_run["path"]) as picture:
+        assert picture.size == grid_size(3, 3)
+        pixels = np.asarray(picture.convert("RGB"))
+    indices = raw_edit_run["indices"]
+    encoded = library.encoded.subset(torch.tensor(indices))
+    inputs = torch.stack([library.test_set[i][0] for i in indices])
+    plain = render_edit(library.model, encoded, {}).images
+    edited = render_edit(library.model, encoded, dict(zip(edit_pair, (0.0, 2.0), strict=True))).images
+    for row in range(3):
+        for column, expected in enumerate((inputs, plain, edited)):
+            assert np.abs(tile(pixels, row, column) - to_uint8(expected[row : row + 1])[0]).max() <= 1
+
+
+def test_set_lambda_one_changes_nothing(tiny_model, library, tmp_path):
+    document = run_edit(tiny_model, tmp_path / "same.png", "--set", f"{library.concept}=1", "--samples", 2, "--raw")
+    for row in document["samples"]:
+        for predictor in ("g", "f"):
+            change = row[predictor]
+            assert change["after"] == change["before"] and not change["flipped"]
+            assert change["before_class_after"] == change["before"]["probability"]
+    with Image.open(tmp_path / "same.png") as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    for row in range(2):
+        assert (tile(pixels, row, 1) == tile(pixels, row, 2)).all()  # edited == reconstruction
+
+
+def test_set_zeroing_the_most_relevant_concepts_lowers_g(tmp_path):
+    """On the shipped digits model: the concepts carrying a sample's class, removed, leave g less sure of it."""
+    model, meta = load_viscoin(DEFAULT_MODEL, "cpu")
+    test_set = load_dataset("digits", "test", resolution=meta.dataset["resolution"])
+    image = tmp_path / "digit.png"
+    Image.fromarray(to_uint8(test_set[13][0][None])[0]).save(image)
+    encoded = encode_images(model, load_image_files([image], meta.dataset["resolution"]), None, setup_runtime("cpu"))
+    local = local_relevance(encoded.pooled, model.theta.linear.weight.detach(), encoded.predicted)
+    top = local[0].topk(3).indices.tolist()
+    args = [arg for k in top for arg in ("--set", f"{k}=0")]
+    result = run_cli("visualize", *args, "--image", image, "--out", tmp_path / "grid.png", "--json", *CPU)
+    assert result.exit_code == 0, result.output
+    g = json.loads(result.stdout)["samples"][0]["g"]
+    assert g["before_class_after"] < g["before"]["probability"] - 0.05
+
+
+def test_set_plain_output_says_what_changed(tiny_model, library, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(
+        "visualize", "--model", tiny_model, "--set", f"{library.concept}=0", "--samples", 2, "--quiet", *CPU
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[0].endswith(f"-> edit-{library.concept}.png")
+    assert all(line.startswith("  test #") and ", f " in line and " -> " in line for line in lines[1:])
+    assert (tmp_path / f"edit-{library.concept}.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "1:3"], "--set '1:3': expected CONCEPT=λ"),
+        (["--set", "1="], "--set '1=': expected CONCEPT=λ"),
+        (["--set", "=3"], "--set '=3': expected CONCEPT=λ"),
+        (["--set", "x=1"], "--set 'x=1': 'x' is not a concept index (0..7)"),
+        (["--set", "-1=1"], "--set '-1=1': '-1' is not a concept index"),
+        (["--set", "8=1"], "--set '8=1': concept 8 out of range (the model has concepts 0..7)"),
+        (["--set", "1=0", "--set", "1=2"], "--set '1=2': concept 1 is set twice"),
+        (["--set", "1=nan"], "--set '1=nan': λ must be a finite number"),
+        (["--set", "1=inf"], "--set '1=inf': λ must be a finite number"),
+        (["--set", "1=big"], "--set '1=big': not a number"),
+        (["--set", "1=11"], "--set '1=11': λ must be within ±10"),
+        (["--set", "1=0", "--concept", "2"], "--set edits the concepts it names: it cannot be combined with --concept"),
+        (["--set", "1=0", "--lambda", "2"], "cannot be combined with --lambda"),
+        (["--set", "1=0", "--lambdas", "0,2"], "cannot be combined with --lambdas"),
+        (["--set", "1=0", "--method", "am"], "cannot be combined with --method am"),
+        (["--set", "1=0", "--am-steps", "5"], "cannot be combined with --am-steps"),
+        (["--set", "1=0", "--top-pairs", "2"], "cannot be combined with --top-pairs"),
+    ],
+)
+def test_set_user_errors(tiny_model, args, message):
+    line = assert_one_line_error(run_cli("visualize", "--model", tiny_model, *args, *CPU))
+    assert message in line
 
 
 # --- the difference views --------------------------------------------------------------------------------

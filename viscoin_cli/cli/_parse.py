@@ -1,4 +1,5 @@
-"""Option text to values: numbers, index lists, metric names, CI checks and λ sweeps, each bad value a one-line error.
+"""Option text to values: numbers, index lists, metric names, CI checks, λ sweeps and concept edits, each bad
+value a one-line error.
 
 Pure Python (no torch): a command validates what was typed before it loads anything. The underscore keeps
 `load_commands` from taking this module for a command.
@@ -7,6 +8,7 @@ Pure Python (no torch): a command validates what was typed before it loads anyth
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from viscoin_cli.errors import UserError
 from viscoin_cli.metrics.checks import ALIASES, METRICS, Check
@@ -100,13 +102,20 @@ def canonical_key(key: str) -> str:
     return key
 
 
-def parse_lambda(text: str, option: str) -> float:
-    """One finite number (not via click's float: 'abc', nan and inf must each be a one-line error)."""
+MAX_LAMBDA = 10.0  # |λ| beyond this is a typo, not an edit: the paper sweeps up to 4, renders stay reliable to 3-4
+
+
+def parse_lambda(text: str, option: str, shown: str | None = None) -> float:
+    """One finite number within ±MAX_LAMBDA (not via click's float: 'abc', nan and inf must each be a one-line
+    error); `shown` is what the message quotes, when more than `text` was typed (`--set 12=x`)."""
+    shown = text if shown is None else shown
     value = _float(text)
     if value is None:
-        raise UserError(f"{option} {text!r}: not a number")
+        raise UserError(f"{option} {shown!r}: not a number")
     if not math.isfinite(value):
-        raise UserError(f"{option} {text!r}: λ must be a finite number")
+        raise UserError(f"{option} {shown!r}: λ must be a finite number")
+    if abs(value) > MAX_LAMBDA:
+        raise UserError(f"{option} {shown!r}: λ must be within ±{MAX_LAMBDA:g} (renders stay reliable up to 3-4)")
     return value
 
 
@@ -122,3 +131,24 @@ def resolve_lambdas(single: str | None, sweep: str | None) -> list[float]:
     else:
         given = [parse_lambda(single if single is not None else "3", "--lambda")]
     return sorted({*given, 1.0})
+
+
+def parse_edit(texts: Sequence[str], num_concepts: int, option: str = "--set") -> dict[int, float]:
+    """`--set 12=3 --set 40=0` -> {12: 3.0, 40: 0.0}, in the order given: one edit of several concepts, each
+    λ checked as --lambda checks it; a concept set twice is an error (which λ was meant?)."""
+    edit: dict[int, float] = {}
+    for text in texts:
+        key, sep, value = (part.strip() for part in text.partition("="))
+        if not sep or not key or not value:
+            raise UserError(f"{option} {text!r}: expected CONCEPT=λ, e.g. {option} 12=3")
+        if not key.isdigit():
+            raise UserError(f"{option} {text!r}: {key!r} is not a concept index (0..{num_concepts - 1})")
+        concept = int(key)
+        if concept >= num_concepts:
+            raise UserError(
+                f"{option} {text!r}: concept {concept} out of range (the model has concepts 0..{num_concepts - 1})"
+            )
+        if concept in edit:
+            raise UserError(f"{option} {text!r}: concept {concept} is set twice")
+        edit[concept] = parse_lambda(value, option, shown=text)
+    return edit

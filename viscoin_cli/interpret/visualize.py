@@ -10,6 +10,9 @@ row, so the columns of one sample share a scale and a larger λ visibly changes 
 With activation maximisation instead (`method="am"`, interpret/am.py, FLINT's way of showing a concept)
 the columns are the input, AM's starting image and AM's result, then with `diff` the same three views of
 result − start.
+With an edit of several concepts at once (`edit={12: 3, 40: 0}`, interpret/edit.py) the columns are the
+input, the reconstruction x̃ (every λ = 1), the edited render x̃', then with `diff` the views of x̃' − x̃;
+each row also says what g and f predict on x̃ and on x̃' (read on the renders, as faithfulness reads it).
 `ConceptGrids` picks the samples, renders and writes a grid, and says in JSON what each row shows. Grids are
 upscaled (nearest neighbour, to about 128 px per tile) and labelled: a title with the model and the concept,
 a header per column and, per row, where the sample comes from, g's predicted class and its probability;
@@ -18,7 +21,7 @@ a header per column and, per row, where the sample comes from, g's predicted cla
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from PIL import Image
 from viscoin_cli.data.images import ImageDataset
 from viscoin_cli.interpret.am import AMResult, AMSettings, maximize_concepts
 from viscoin_cli.interpret.amplify import amplify, top_activating
+from viscoin_cli.interpret.edit import render_edit
 from viscoin_cli.interpret.encode import Encoded, stack_images
 from viscoin_cli.interpret.relevance import relevance_tables, top_concepts
 from viscoin_cli.io.images import save_grid, upscale_factor
@@ -37,6 +41,21 @@ PADDING = 2  # pixels between grid tiles (save_grid's default)
 AM_COLUMNS = ("input", "am start", "am")  # the sample, where AM started (init_scale · sample), AM's result
 # Headers drawn over AM columns (Pillow's built-in font has no λ: "lambda" is spelled out for λ columns).
 AM_HEADERS = {"am start": "start", "am": "AM", "added am": "added", "removed am": "removed", "energy am": "energy"}
+
+
+EDIT_COLUMNS = ("input", "reconstruction", "edited")  # the sample, x̃ (all λ = 1), x̃' (the edit rendered)
+CHANGE_COLUMNS = ("added", "removed", "energy")  # --diff views of edited − reconstruction
+
+
+def edit_name(edit: Mapping[int, float]) -> str:
+    """{12: 3.0, 40: 0.0} -> "12=3, 40=0": how titles, headers and output lines name an edit (no λ glyph in
+    Pillow's built-in font)."""
+    return ", ".join(f"{concept}={lam:g}" for concept, lam in edit.items())
+
+
+def edit_column_names(diff: bool) -> list[str]:
+    """Names of an edit grid's columns, in order."""
+    return [*EDIT_COLUMNS, *(CHANGE_COLUMNS if diff else ())]
 
 
 def lambda_name(lam: float) -> str:
@@ -103,6 +122,32 @@ def am_tiles(inputs: torch.Tensor, result: AMResult, diff: bool) -> torch.Tensor
     return torch.cat(parts, dim=1).flatten(0, 1)
 
 
+def edit_tiles(inputs: torch.Tensor, plain: torch.Tensor, edited: torch.Tensor, diff: bool) -> torch.Tensor:
+    """An edit grid's images in row-major order: input, reconstruction, edited, then the views of their change."""
+    parts = [inputs[:, None].to(plain.dtype), plain[:, None], edited[:, None]]
+    if diff:
+        parts.append(change_views(plain, edited[:, None]))
+    return torch.cat(parts, dim=1).flatten(0, 1)
+
+
+def prediction_change(before: torch.Tensor, after: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """One predictor's class probabilities [classes] on the reconstruction and on the edited render: its class
+    and probability on each, what the edit left of the class it predicted before, and whether that class changed."""
+    was, now = int(before.argmax()), int(after.argmax())
+    return {
+        "before": {"class": was, "name": class_names[was], "probability": float(before[was])},
+        "after": {"class": now, "name": class_names[now], "probability": float(after[now])},
+        "before_class_after": float(after[was]),
+        "flipped": now != was,
+    }
+
+
+def change_text(change: dict[str, Any]) -> str:
+    """ "7 (0.98) -> 1 (0.64)": a prediction change as row labels and output lines show it."""
+    was, now = change["before"], change["after"]
+    return f"{was['name']} ({was['probability']:.2f}) -> {now['name']} ({now['probability']:.2f})"
+
+
 def best_pairs(relevance: torch.Tensor, count: int) -> list[tuple[int, int]]:
     """The `count` (class, concept) pairs of highest global relevance [C, K]; ties in (class, concept) order."""
     _, flat = top_concepts(relevance.flatten(), count)
@@ -150,6 +195,7 @@ class ConceptGrids:
     scale: int | None = None  # tile upscaling; None: upscale_factor of the resolution (about 128 px)
     raw: bool = False  # the bare grid: no upscaling, no text
     model_name: str = ""  # the title's first words (the model file's name)
+    edit: dict[int, float] | None = None  # {concept: λ}: one edit of several concepts instead of a λ sweep
 
     def of_images(
         self, encoded: Encoded, pictures: torch.Tensor, paths: Sequence[Path], concept: int, out: Path
@@ -181,16 +227,20 @@ class ConceptGrids:
         inputs = stack_images(test_set, indices)
         sources = [{"index": index} for index in indices]
         top = int(relevance[:, concept].argmax())
-        about = f"most relevant to class {self.class_names[top]} (r = {float(relevance[top, concept]):+.3f})"
-        if top != cls:
-            about += f"; rows of class {self.class_names[cls]}"
+        if self.edit is not None:
+            about = f"class {self.class_names[cls]} where concept {concept} is most active"
+        else:
+            about = f"most relevant to class {self.class_names[top]} (r = {float(relevance[top, concept]):+.3f})"
+            if top != cls:
+                about += f"; rows of class {self.class_names[cls]}"
         title = self._title(concept, about)
         return self.write(encoded.subset(torch.tensor(indices)), inputs, concept, out, sources, head, title)
 
     def _title(self, concept: int, about: str = "") -> str:
         """The grid's title line: the model, the concept, what the rows are, and how the concept is shown."""
         how = f"activation maximisation ({self.am.steps} steps)" if self.am is not None else ""
-        return " · ".join(part for part in (self.model_name, f"concept {concept}", about, how) if part)
+        what = f"concept {concept}" if self.edit is None else f"edit {edit_name(self.edit)}"
+        return " · ".join(part for part in (self.model_name, what, about, how) if part)
 
     def write(
         self,
@@ -203,6 +253,8 @@ class ConceptGrids:
         title: str,
     ) -> dict[str, Any]:
         """Render and write one grid; what the JSON says about it (`sources`: where each row comes from)."""
+        if self.edit is not None:
+            return self._write_edit(encoded, inputs, concept, out, sources, head, title)
         result = None
         if self.am is not None:
             concepts = [concept] * len(inputs)
@@ -230,11 +282,11 @@ class ConceptGrids:
                     **self._am_row(result, row),
                 }
             )
-        scale = 1 if self.raw else self.scale or upscale_factor(inputs.shape[-1])
-        labels = {} if self.raw else self._labels(columns, rows, title)
-        save_grid(tiles, out, columns=len(columns), padding=PADDING, scale=scale, **labels)
-        with Image.open(out) as picture:
-            width, height = picture.size
+        headers = [column_header(c) for c in columns]
+        row_labels = [
+            f"{self._source(row)}\npredicted {row['predicted_name']}\np = {row['probability']:.2f}" for row in rows
+        ]
+        grid = self._save(tiles, out, inputs.shape[-1], columns, headers, row_labels, title)
         return {
             "path": str(out),
             "concept": concept,
@@ -244,24 +296,88 @@ class ConceptGrids:
             "am_steps": None if self.am is None else self.am.steps,
             "columns": columns,
             "samples": rows,
-            "grid": {
-                "rows": len(rows),
-                "columns": len(columns),
-                "width": width,
-                "height": height,
-                "scale": scale,
-                "labelled": not self.raw,
-            },
+            "grid": grid,
+        }
+
+    def _write_edit(
+        self,
+        encoded: Encoded,
+        inputs: torch.Tensor,
+        concept: int,
+        out: Path,
+        sources: list[dict[str, Any]],
+        head: dict[str, Any],
+        title: str,
+    ) -> dict[str, Any]:
+        """The edit's grid: x̃ and x̃' rendered, and g and f read on both, through interpret/edit.py (so
+        `explain`, the counterfactual search and this grid agree on what an edit does)."""
+        assert self.edit is not None
+        plain = render_edit(self.model, encoded, {}, self.batch_size)
+        edited = render_edit(self.model, encoded, self.edit, self.batch_size)
+        columns = edit_column_names(self.diff)
+        tiles = edit_tiles(inputs, plain.images, edited.images, self.diff)
+        local, _ = relevance_tables(self.model, encoded)
+        rows = []
+        for row, source in enumerate(sources):
+            label = int(encoded.labels[row])
+            g = prediction_change(plain.g_probabilities[row], edited.g_probabilities[row], self.class_names)
+            f = prediction_change(plain.f_probabilities[row], edited.f_probabilities[row], self.class_names)
+            rows.append(
+                {
+                    **source,
+                    "label": label if label >= 0 else None,
+                    "g": g,
+                    "f": f,
+                    "flipped": g["flipped"],
+                    "activation": {str(k): float(encoded.pooled[row, k]) for k in self.edit},
+                    "relevance": {str(k): float(local[row, k]) for k in self.edit},
+                }
+            )
+        headers = [f"edited\n{edit_name(self.edit)}" if c == "edited" else c for c in columns]
+        row_labels = [f"{self._source(row)}\ng {change_text(row['g'])}\nf {change_text(row['f'])}" for row in rows]
+        grid = self._save(tiles, out, inputs.shape[-1], columns, headers, row_labels, title)
+        return {
+            "path": str(out),
+            "concept": concept,
+            **head,
+            "method": "edit",
+            "edit": {str(k): lam for k, lam in self.edit.items()},
+            "lambdas": None,
+            "am_steps": None,
+            "columns": columns,
+            "samples": rows,
+            "grid": grid,
+        }
+
+    def _save(
+        self,
+        tiles: torch.Tensor,
+        out: Path,
+        resolution: int,
+        columns: list[str],
+        headers: list[str],
+        row_labels: list[str],
+        title: str,
+    ) -> dict[str, Any]:
+        """Write the grid, upscaled and labelled unless `raw`; the JSON's facts about it."""
+        scale = 1 if self.raw else self.scale or upscale_factor(resolution)
+        labels = {} if self.raw else {"title": title, "column_labels": headers, "row_labels": row_labels}
+        save_grid(tiles, out, columns=len(columns), padding=PADDING, scale=scale, **labels)
+        with Image.open(out) as picture:
+            width, height = picture.size
+        return {
+            "rows": len(row_labels),
+            "columns": len(columns),
+            "width": width,
+            "height": height,
+            "scale": scale,
+            "labelled": not self.raw,
         }
 
     @staticmethod
-    def _labels(columns: list[str], rows: list[dict[str, Any]], title: str) -> dict[str, Any]:
-        """save_grid's text: the title, a header per column, and per row its source, class and g's probability."""
-        row_labels = []
-        for row in rows:
-            source = f"test #{row['index']}" if "index" in row else Path(row["image"]).name
-            row_labels.append(f"{source}\npredicted {row['predicted_name']}\np = {row['probability']:.2f}")
-        return {"title": title, "column_labels": [column_header(c) for c in columns], "row_labels": row_labels}
+    def _source(row: dict[str, Any]) -> str:
+        """Where a row's sample comes from, as its label's first line."""
+        return f"test #{row['index']}" if "index" in row else Path(row["image"]).name
 
     @staticmethod
     def _am_row(result: AMResult | None, row: int) -> dict[str, float]:
