@@ -1,4 +1,4 @@
-"""`viscoin report`: a static HTML page with a model's metrics and one card per concept."""
+"""`viscoin report`: a static HTML page with a model's metrics, its dictionary health, and one card per concept."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def plan_comparison(
     from viscoin_cli.cli.compare import read_models
     from viscoin_cli.interpret.compare import check_comparable
 
-    if not selected and metrics_json is None:
+    if not [name for name in selected if name != "health"] and metrics_json is None:  # health is no row
         raise UserError("--compare needs metrics: pass --metrics (not none) or --metrics-json")
     models = read_models([facts.path, *others])
     check_comparable(models)
@@ -67,9 +67,11 @@ def run_comparison(
     def open_model(model: Model, classifier: Path | None, generator: Path | None) -> Evaluation:
         return evaluation if model.path == models[0].path else open_other(model, classifier, generator)
 
-    return compare(
+    return compare(  # health is no row of the comparison table: not computed for the other models
         models,
-        metrics=[name for name in document["metrics"] if name in (*METRIC_NAMES, *OPTIONAL_METRICS)],
+        metrics=[
+            name for name in document["metrics"] if name in (*METRIC_NAMES, *OPTIONAL_METRICS) and name != "health"
+        ],
         settings=evaluation.settings,
         open_model=open_model,
         documents=[[(source, document)], *([] for _ in models[1:])],
@@ -77,6 +79,31 @@ def run_comparison(
         generator=inputs.generator,
         console=evaluation.console,
     )
+
+
+def parse_report_metrics(text: str) -> list[str]:
+    """--metrics as computed for the page: the named metrics, and health always (last, as `evaluate` orders
+    it), since the page's health section and badges read it."""
+    from viscoin_cli.cli._evaluation import parse_metric_names
+
+    selected = parse_metric_names(text, "--metrics")
+    if "visualization_fid" in selected:
+        raise UserError(
+            "--metrics visualization-fid: not computed by report; run `viscoin evaluate visualization-fid --json` "
+            "and pass its output with --metrics-json"
+        )
+    return selected if "health" in selected else [*selected, "health"]
+
+
+def page_health(
+    evaluation: Evaluation, document: dict[str, Any] | None, metrics_json: Path | None
+) -> tuple[dict[str, Any], str]:
+    """The `health` metric for the page and where it came from: the metrics document's (computed with the
+    page's metrics, or read with --metrics-json), else computed now, the one way `viscoin evaluate health` does."""
+    found = (document or {}).get("metrics", {}).get("health")
+    if found is not None:
+        return found, f"from --metrics-json {metrics_json}" if metrics_json else "computed with the metrics"
+    return evaluation.health(), "computed for this page"
 
 
 @app.command("report", rich_help_panel="Interpret")
@@ -115,7 +142,8 @@ def report(
         typer.Option(
             "--metrics",
             help="Metrics computed for the page: a comma list of accuracy, reconstruction, faithfulness, "
-            "consistency (over the shown concepts), or all, or none.",
+            "consistency (over the shown concepts), or all, or none. health (the dictionary health section and "
+            "the cards' badges) is always computed: it reads the test encodings, no rendering.",
             rich_help_panel=METRICS,
         ),
     ] = DEFAULT_METRICS,
@@ -144,6 +172,14 @@ def report(
             rich_help_panel=METRICS,
         ),
     ] = False,
+    duplicate_threshold: Annotated[
+        float,
+        typer.Option(
+            "--duplicate-threshold",
+            help="Health: concepts whose pooled activations correlate above this are near duplicates.",
+            rich_help_panel=METRICS,
+        ),
+    ] = 0.95,
     compared: Annotated[
         list[Path] | None,
         typer.Option(
@@ -157,33 +193,38 @@ def report(
     batch_size: common.BatchSize = 64,
     run: Run = SEEDED_RUNTIME,
 ) -> None:
-    """Write a static HTML report: the model's metrics and one card per concept.
+    """Write a static HTML report: the model's metrics, its dictionary health, and one card per concept.
 
     Each card lists the classes the concept is most relevant for (global relevance), shows its most
-    activating sample rendered with the concept scaled by each --lambdas value, and its --top most
-    activating samples. The page is DIR/index.html with its images in DIR/images/: no server and no
-    network needed, open it in any browser, copy the folder anywhere. Metrics are computed as `viscoin
-    evaluate` does (lighter: --samples 200, no consistency unless asked), or read with --metrics-json from
-    an earlier `viscoin evaluate ... --json`; they are also written to DIR/metrics.json. --compare adds the
-    table of `viscoin compare` for this model and the given ones (also written to DIR/comparison.json).
+    activating sample rendered with the concept scaled by each --lambdas value, its --top most activating
+    samples with the concept's heatmaps on them, and a badge when the concept is dead or a near duplicate
+    of another (the health of `viscoin evaluate health`, on the test split). The page is DIR/index.html
+    with its images in DIR/images/: no server and no network needed, open it in any browser, copy the
+    folder anywhere. Metrics are computed as `viscoin evaluate` does (lighter: --samples 200, no
+    consistency unless asked), or read with --metrics-json from an earlier `viscoin evaluate ... --json`;
+    they are also written to DIR/metrics.json. --compare adds the table of `viscoin compare` for this model
+    and the given ones (also written to DIR/comparison.json).
 
     Example: viscoin report --model runs/viscoin-cub/latest.safetensors --data-root ~/data/CUB_200_2011
     --out report-cub --concepts 0-31
     """
-    from viscoin_cli.cli._parse import parse_floats, parse_indices, parse_metrics
-    from viscoin_cli.metrics.checks import METRICS as METRIC_NAMES
+    from viscoin_cli.cli._parse import parse_floats, parse_indices
 
     given = o.explicit_options(ctx)
     if metrics_json is not None and "metrics" in given:
         raise UserError("pass --metrics or --metrics-json, not both")
-    selected = [] if metrics_json is not None or metrics.strip() == "none" else parse_metrics(metrics, "--metrics")
+    selected = [] if metrics_json is not None or metrics.strip() == "none" else parse_report_metrics(metrics)
     for value, option in ((top, "--top"), (top_classes, "--top-classes")):
         common.check_positive(value, option)
     lambda_values = parse_floats(lambdas, "--lambdas")
     facts = common.read_model(model_path)
     shown = parse_indices(concepts, facts.num_concepts) if concepts else list(range(facts.num_concepts))
     options = MetricOptions(
-        samples=samples, consistency_samples=consistency_samples, concepts=concepts, standardize=standardize
+        samples=samples,
+        consistency_samples=consistency_samples,
+        concepts=concepts,
+        standardize=standardize,
+        duplicate_threshold=duplicate_threshold,
     )
     settings = build_settings(options, facts, batch_size, run)
     models = plan_comparison(facts, compared, selected, metrics_json) if compared else None
@@ -197,7 +238,8 @@ def report(
     evaluation = open_model(facts, inputs, run, settings)
     evaluation.dataset(str(split))  # a missing --data-root fails before any metric runs
     if selected:
-        document = evaluation.evaluate([m for m in METRIC_NAMES if m in selected])
+        document = evaluation.evaluate(selected)
+    health, health_source = page_health(evaluation, document, metrics_json)
     comparison = None
     if models is not None and document is not None:
         source = f"--metrics-json {metrics_json}" if metrics_json else "computed"
@@ -218,6 +260,7 @@ def report(
             batch_size=batch_size,
             autocast=evaluation.rt.autocast,
             consistency=consistency,
+            health=health,
             on_concept=lambda _concept: progress.advance(1),
         )
     summary_doc = evaluation.document({})
@@ -232,6 +275,9 @@ def report(
         metrics_source=str(metrics_json) if metrics_json else None,
         comparison=comparison,
         method=evaluation.model.method,
+        health=health,
+        health_source=health_source,
+        class_names=evaluation.dataset(str(split)).class_names,
     )
     metrics_file = None
     if document is not None:
@@ -241,8 +287,9 @@ def report(
     summary = {
         "index": str(index),
         "cards": len(cards),
-        "images": 2 * len(cards),
+        "images": 3 * len(cards),
         "metrics_json": str(metrics_file) if metrics_file else None,
+        "health": {"dead": health["dead"]["count"], "duplicates": health["duplicates"]["count"]},
     }
     if comparison is not None:
         comparison_file = out / "comparison.json"

@@ -1,4 +1,4 @@
-"""The static HTML report: a model's metrics and one card per concept (paper §3.5's views).
+"""The static HTML report: a model's metrics, its dictionary health, and one card per concept (paper §3.5's views).
 
 Written as DIR/index.html plus DIR/images/*.png, linked relatively, with inline CSS and a few lines of
 inline script: no server, no network, no CDN, so the folder opens in any browser wherever it is copied.
@@ -13,7 +13,7 @@ import html
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from viscoin_cli import __version__
 from viscoin_cli.interpret.amplify import top_activating
 from viscoin_cli.interpret.encode import Encoded, stack_images
+from viscoin_cli.interpret.heatmaps import concept_heatmaps, heat_overlay
 from viscoin_cli.interpret.relevance import relevance_tables, top_concepts
 from viscoin_cli.interpret.tables import summary_rows
 from viscoin_cli.io.images import save_grid
@@ -39,10 +40,32 @@ class Card:
     max_activation: float
     mean_activation: float
     relevant_share: float  # fraction of samples where r_{k,x} > RELEVANT
-    top_samples: list[int]  # split indices, most activating first
+    top_samples: list[int]  # split indices, most activating first (each one a `sample_link` on the page)
     lambda_image: str  # path relative to the report folder
     top_image: str
+    heatmap_image: str | None = None  # the top samples' heatmaps: map overlays, then gradient overlays
     consistency: float | None = None
+    dead: bool = False  # never active on the test split (health)
+    duplicates: list[tuple[int, float]] = field(default_factory=list)  # (partner concept, correlation of φ̄)
+    active_fraction: float | None = None  # share of test samples where the concept is active (health)
+
+
+def health_marks(health: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
+    """Per concept, what the `health` metric (metrics/health.py) says of it: dead, its duplicates (partner, r)
+    most correlated first, its active fraction. Read off the metric's JSON so the cards and the health
+    section can never disagree."""
+    if health is None:
+        return {}
+    active = health["active_fraction"]["per_concept"]
+    marks: dict[int, dict[str, Any]] = {
+        k: {"dead": False, "duplicates": [], "active_fraction": fraction} for k, fraction in enumerate(active)
+    }
+    for k in health["dead"]["indices"]:
+        marks[k]["dead"] = True
+    for k1, k2, r in health["duplicates"]["pairs"]:  # most correlated first: so is each card's list
+        marks[k1]["duplicates"].append((k2, r))
+        marks[k2]["duplicates"].append((k1, r))
+    return marks
 
 
 @torch.no_grad()
@@ -77,6 +100,22 @@ def lambda_strips(
     return images.reshape(len(samples), len(lambdas), *images.shape[1:])
 
 
+def heatmap_tiles(model, images: torch.Tensor, concepts: Sequence[int], batch_size: int) -> torch.Tensor:
+    """[P, 2, 3, H, W]: image p under concept p's map heatmap, then under its gradient heatmap.
+
+    One row per (sample, concept) pair and `batch_size` pairs per pass whatever their concepts
+    (`concept_heatmaps` reads a concept per image row), so a K = 256 report with 8 top samples takes
+    256·8/batch passes through f and back, not one per concept.
+    """
+    which = torch.as_tensor(list(concepts))
+    tiles = []
+    for start in range(0, len(images), batch_size):
+        part = images[start : start + batch_size]
+        heat = concept_heatmaps(model, part, which[start : start + batch_size, None])
+        tiles.append(torch.stack([heat_overlay(part, heat.maps[:, 0]), heat_overlay(part, heat.gradients[:, 0])], 1))
+    return torch.cat(tiles)
+
+
 def build_cards(
     model,
     encoded: Encoded,
@@ -90,9 +129,12 @@ def build_cards(
     batch_size: int,
     autocast: Callable[[], Any],
     consistency: dict[str, float] | None = None,
+    health: dict[str, Any] | None = None,
     on_concept: Callable[[int], None] | None = None,
 ) -> list[Card]:
-    """Render and write every card's images into out/images/, and return what the cards say."""
+    """Render and write every card's images into out/images/, and return what the cards say (with what the
+    `health` metric's JSON says of each concept, when given)."""
+    marks = health_marks(health)
     class_names = list(dataset.class_names)
     local, relevance = relevance_tables(model, encoded)  # [N, K], [C, K]
     folder = out / IMAGES
@@ -106,12 +148,17 @@ def build_cards(
         part = list(concepts[start : start + chunk])
         part_tops = tops[start : start + chunk]
         strips = lambda_strips(model, encoded, [int(t[0]) for t in part_tops], part, lambdas, batch_size, autocast)
-        for concept, indices, strip in zip(part, part_tops, strips, strict=True):
-            originals = stack_images(dataset, indices)
+        originals = [stack_images(dataset, indices) for indices in part_tops]
+        pairs = [concept for concept, images in zip(part, originals, strict=True) for _ in range(len(images))]
+        heat = heatmap_tiles(model, torch.cat(originals), pairs, batch_size).split([len(o) for o in originals])
+        for concept, indices, strip, images, tiles in zip(part, part_tops, strips, originals, heat, strict=True):
             lambda_name = f"{IMAGES}/concept-{concept:03d}-lambda.png"
             top_name = f"{IMAGES}/concept-{concept:03d}-top.png"
-            save_grid(torch.cat([originals[:1], strip]), out / lambda_name, columns=len(lambdas) + 1)
-            save_grid(originals, out / top_name, columns=len(originals))
+            heatmap_name = f"{IMAGES}/concept-{concept:03d}-heatmaps.png"
+            save_grid(torch.cat([images[:1], strip]), out / lambda_name, columns=len(lambdas) + 1)
+            save_grid(images, out / top_name, columns=len(images))
+            # two rows under the top samples' columns: the map overlays, then the gradient overlays
+            save_grid(tiles.transpose(0, 1).flatten(0, 1), out / heatmap_name, columns=len(images))
             values, classes = top_concepts(relevance[:, concept], min(top_classes, len(class_names)))
             ranked = zip(classes.tolist(), values.tolist(), strict=True)
             cards.append(
@@ -124,7 +171,9 @@ def build_cards(
                     top_samples=[int(i) for i in indices],
                     lambda_image=lambda_name,
                     top_image=top_name,
+                    heatmap_image=heatmap_name,
                     consistency=(consistency or {}).get(str(concept)),
+                    **marks.get(concept, {}),
                 )
             )
             if on_concept is not None:
@@ -150,7 +199,11 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 img.pixelated { image-rendering: pixelated; }
 .classes { margin: .4em 0; } .stats { color: #555; font-size: .9em; }
 #banner { display: none; background: #fde2e1; border: 1px solid #e99; padding: .6em 1em; margin: 1em 0; }
-#filter { padding: .3em .5em; width: 22em; }
+#filter { padding: .3em .5em; width: 26em; }
+.badge { display: inline-block; border-radius: 3px; padding: 0 .45em; margin: .15em .3em .15em 0; font-size: .9em; }
+.badge.dead { background: #fde2e1; border: 1px solid #e99; }
+.badge.duplicate { background: #fff3cd; border: 1px solid #e6c96b; }
+#health td:first-child { white-space: nowrap; } details { margin: .3em 0; }
 """
 
 SCRIPT = """
@@ -191,9 +244,10 @@ def _metrics_html(document: dict[str, Any] | None, source: str | None) -> str:
             "<p class='meta'>No metrics on this page: run <code>viscoin evaluate all --json</code> and pass its "
             "output with <code>--metrics-json</code>, or pass <code>--metrics</code>.</p>"
         )
+    shown_metrics = {name: value for name, value in document["metrics"].items() if name != "health"}  # own section
     rows = "".join(
         f"<tr><td><code>{_e(key)}</code></td><td class='num'>{_e(value)}</td><td>{_e(detail)}</td></tr>"
-        for key, value, detail in summary_rows(document["metrics"])
+        for key, value, detail in summary_rows(shown_metrics)
     )
     settings = document.get("settings", {})
     shown = ", ".join(
@@ -204,6 +258,72 @@ def _metrics_html(document: dict[str, Any] | None, source: str | None) -> str:
     return (
         f"<table><tr><th>key</th><th>value</th><th>detail</th></tr>{rows}</table>"
         f"<p class='meta'>Settings{origin}: {_e(shown)}.<br>Time: {_e(seconds)}.</p>"
+    )
+
+
+def concept_ref(concept: int, shown: set[int]) -> str:
+    """A concept named in the text ("concept 17"), linked to its card when the card is on this page."""
+    if concept in shown:
+        return f"<a href='#concept-{concept}'>concept {concept}</a>"
+    return f"concept {concept} (no card here)"
+
+
+def _health_html(health: dict[str, Any] | None, source: str, shown: set[int], class_names: Sequence[str]) -> str:
+    """The `health` metric (metrics/health.py) as a table whose concepts link to their cards."""
+    if health is None:
+        return "<p class='meta'>No dictionary health on this page.</p>"
+    dead, duplicates, per_class, active = (
+        health[name] for name in ("dead", "duplicates", "per_class", "active_fraction")
+    )
+    dead_list = ", ".join(concept_ref(k, shown) for k in dead["indices"]) or "none"
+    pairs = (
+        ", ".join(
+            f"{concept_ref(k1, shown)} ~ {concept_ref(k2, shown)} (corr {r:.3f})" for k1, k2, r in duplicates["pairs"]
+        )
+        or "none"
+    )
+    names = list(class_names) or [str(c) for c in range(len(per_class["counts"]))]
+    counts = ", ".join(
+        f"{_e(name)}: {'—' if n is None else n}" for name, n in zip(names, per_class["counts"], strict=False)
+    )
+
+    def number(value: float | None, digits: str = ".3f") -> str:
+        return "—" if value is None else format(value, digits)
+
+    spread = (
+        "no class is predicted"
+        if per_class["min"] is None
+        else f"mean {number(per_class['mean'], '.2f')}, min {per_class['min']:g}, median {per_class['median']:g}, "
+        f"max {per_class['max']:g} over {per_class['classes']} predicted classes"
+    )
+    rows = [
+        ("dead", f"{dead['count']} of {health['concepts']}", f"never active (φ̄ ≤ {health['epsilon']:g}): {dead_list}"),
+        (
+            "near duplicates",
+            str(duplicates["count"]),
+            f"pairs whose φ̄ correlate above {duplicates['threshold']:g}: {pairs}",
+        ),
+        (
+            "active fraction",
+            number(active["mean"]),
+            f"mean share of test images where a concept is active; min {number(active['min'])}, median "
+            f"{number(active['median'])}, max {number(active['max'])}",
+        ),
+        (
+            f"concepts for {per_class['share']:.0%} of a class",
+            number(per_class["mean"], ".2f"),
+            f"the fewest concepts carrying {per_class['share']:.0%} of a class's positive relevance: {spread}"
+            f"<details><summary>per class</summary>{counts}</details>",
+        ),
+    ]
+    body = "".join(
+        f"<tr><td>{name}</td><td class='num'>{value}</td><td>{detail}</td></tr>" for name, value, detail in rows
+    )
+    return (
+        f"<table id='health' data-dead='{dead['count']}' data-duplicates='{duplicates['count']}'>"
+        f"<tr><th>what</th><th>value</th><th>detail</th></tr>{body}</table>"
+        f"<p class='meta'>On the {health['samples']} test images ({_e(source)}); "
+        "<code>viscoin evaluate health</code> gives the same numbers.</p>"
     )
 
 
@@ -234,26 +354,54 @@ def _comparison_html(document: dict[str, Any]) -> str:
     )
 
 
-def _card_html(card: Card, lambdas: Sequence[float], width: int, pixelated: bool) -> str:
+def sample_link(concept: int, sample: int) -> str:
+    """One top sample of a concept card, by its split index: the hook where a link to that sample's
+    explanation goes (today the bare index, marked with data-sample and its card's concept for it)."""
+    return f"<span class='sample' data-sample='{sample}' data-concept='{concept}'>{sample}</span>"
+
+
+def _badges_html(card: Card, shown: set[int]) -> str:
+    badges = ["<span class='badge dead'>dead: never active on the test split</span>"] if card.dead else []
+    badges += [
+        f"<span class='badge duplicate'>duplicate of {concept_ref(partner, shown)} (corr {r:.2f})</span>"
+        for partner, r in card.duplicates
+    ]
+    return f"<div class='badges'>{''.join(badges)}</div>" if badges else ""
+
+
+def _card_html(card: Card, lambdas: Sequence[float], width: int, pixelated: bool, shown: set[int]) -> str:
     classes = ", ".join(f"<b>{_e(name)}</b> ({value:.3g})" for name, value in card.top_classes)
     classes = classes or "<span class='stats'>no class (the concept is never relevant)</span>"
     image_class = " class='pixelated'" if pixelated else ""
     lambda_caption = "the top sample, then rendered with Φ scaled by λ = " + ", ".join(f"{v:g}" for v in lambdas)
     consistency = f" · consistency {card.consistency:.3f}" if card.consistency is not None else ""
-    search = " ".join([f"concept {card.concept}", *(name for name, _ in card.top_classes)]).lower()
-    samples = ", ".join(map(str, card.top_samples))
+    active = (
+        f" · active on {100 * card.active_fraction:.1f}% of test images" if card.active_fraction is not None else ""
+    )
+    marks = ["dead"] * card.dead + ["duplicate"] * bool(card.duplicates)
+    search = " ".join([f"concept {card.concept}", *(name for name, _ in card.top_classes), *marks]).lower()
+    samples = ", ".join(sample_link(card.concept, sample) for sample in card.top_samples)
+    heatmaps = ""
+    if card.heatmap_image is not None:
+        none = " (no heat: the concept is dead)" if card.dead else ""
+        heatmaps = f"""
+  <figure><img{image_class} src="{_e(card.heatmap_image)}" width="{width * len(card.top_samples)}"
+      alt="concept {card.concept}: heatmaps on the top-activating samples" loading="eager">
+    <figcaption>Where the concept is in those samples: its map Φ upsampled (top row) and the gradient
+      |∂φ̄/∂x| (bottom row), over the image in gray{none}</figcaption></figure>"""
     return f"""
-<section class="card" id="concept-{card.concept}" data-concept="{card.concept}" data-search="{_e(search)}">
-  <h2>Concept {card.concept}</h2>
+<section class="card" id="concept-{card.concept}" data-concept="{card.concept}"
+    data-samples="{",".join(map(str, card.top_samples))}" data-search="{_e(search)}">
+  <h2>Concept {card.concept}</h2>{_badges_html(card, shown)}
   <div class="stats">max φ̄ {card.max_activation:.3f} · mean φ̄ {card.mean_activation:.3f} ·
-    relevant (r &gt; {RELEVANT:g}) for {100 * card.relevant_share:.1f}% of samples{consistency}</div>
+    relevant (r &gt; {RELEVANT:g}) for {100 * card.relevant_share:.1f}% of samples{active}{consistency}</div>
   <p class="classes">Most relevant for: {classes}</p>
   <figure><img{image_class} src="{_e(card.lambda_image)}" width="{width * (len(lambdas) + 1)}"
       alt="concept {card.concept}: lambda strip" loading="eager">
     <figcaption>{_e(lambda_caption)}</figcaption></figure>
   <figure><img{image_class} src="{_e(card.top_image)}" width="{width * len(card.top_samples)}"
       alt="concept {card.concept}: top-activating samples" loading="eager">
-    <figcaption>Most activating samples (indices {_e(samples)})</figcaption></figure>
+    <figcaption>Most activating samples (indices {samples})</figcaption></figure>{heatmaps}
 </section>"""
 
 
@@ -269,14 +417,20 @@ def render_html(
     metrics_source: str | None,
     comparison: dict[str, Any] | None = None,
     method: str = "viscoin",
+    health: dict[str, Any] | None = None,
+    health_source: str = "computed",
+    class_names: Sequence[str] = (),
 ) -> str:
-    """The whole page as a string (with `viscoin compare`'s table when `comparison` is given); `method` names
-    the kind of model in the title (VisCoIN, FLINT, FLAEM)."""
+    """The whole page as a string (with `viscoin compare`'s table when `comparison` is given, and the
+    dictionary health section from the `health` metric's JSON); `method` names the kind of model in the
+    title (VisCoIN, FLINT, FLAEM)."""
     resolution = int(dataset["resolution"])
     scale = max(1, math.ceil(64 / resolution))  # tiny images are shown enlarged (pixelated)
     width = (resolution + 2) * scale
     card_width = max(width * (max(len(lambdas) + 1, top)) + 40, 320)
-    body = "".join(_card_html(card, lambdas, width, scale > 1) for card in cards)
+    shown = {card.concept for card in cards}
+    body = "".join(_card_html(card, lambdas, width, scale > 1, shown) for card in cards)
+    health_section = _health_html(health, health_source, shown, class_names)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     path = Path(model["path"])
     name = {"viscoin": "VisCoIN"}.get(method, method.upper())
@@ -298,11 +452,14 @@ viscoin {_e(__version__)} · {created}</p>
 <div id="banner"></div>
 <h2>Metrics</h2>
 {_metrics_html(metrics, metrics_source)}
+<h2>Dictionary health</h2>
+{health_section}
 {comparison_section}<h2>Concepts ({len(cards)} of {model["concepts"]})</h2>
 <p class="meta">Each card: the classes the concept is most relevant for (mean local relevance over the samples
 predicted as the class), its top sample rendered with the concept map scaled by λ (λ = 1 is the
-reconstruction, λ = 0 removes the concept), and the samples where it activates most.</p>
-<p><input id="filter" type="search" placeholder="filter by class name or 'concept 12'"></p>
+reconstruction, λ = 0 removes the concept), the samples where it activates most, and where the concept sits in
+them (heatmaps). A badge marks a dead or near-duplicate concept (dictionary health).</p>
+<p><input id="filter" type="search" placeholder="filter by class name, 'concept 12', 'dead' or 'duplicate'"></p>
 <div class="cards">{body}
 </div>
 <script>{SCRIPT}</script>
