@@ -169,7 +169,7 @@ def explain(
     if not documents:
         raise UserError(f"no image could be explained ({len(skipped)} unreadable; see {out / 'index.html'})")
     if not run.json_out:
-        _summary(documents, skipped, out)
+        _summary(documents, skipped, out, per_image=folder is None)  # a folder's cards are listed in its index
 
 
 def _folder_files(folder: Path) -> list[Path]:
@@ -251,11 +251,11 @@ def _write_index(out: Path, title: str, documents: list[dict[str, Any]], skipped
     atomic_write(out / "index.html", lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
 
 
-def _summary(documents: list[dict[str, Any]], skipped: list[dict[str, str]], out: Path) -> None:
-    """One line per image (the result, shown even with --quiet), then where the index is."""
+def _summary(documents: list[dict[str, Any]], skipped: list[dict[str, str]], out: Path, per_image: bool) -> None:
+    """One line per image when `per_image` (the result, shown even with --quiet), then where the index is."""
     from viscoin_cli.interpret.cards import source_name
 
-    for doc in documents:
+    for doc in documents if per_image else []:
         concepts = ", ".join(f"{c['concept']} ({c['relevance']:+.2f})" for c in doc["concepts"])
         line = f"{source_name(doc)}: g {doc['g'][0]['name']} ({doc['g'][0]['probability']:.2f}), concepts {concepts}"
         if "counterfactual" in doc:

@@ -64,8 +64,9 @@ def render_scaled_maps(
         lam = scales[first : first + batch_size].to(device=device, dtype=maps.dtype)
         rendered = model.render(maps * lam[:, :, None, None], support[first : first + batch_size].to(device))
         rendered = rendered.float().clamp(-1, 1)
-        g_probs.append(F.softmax(model.encode(rendered).logits.float(), dim=1).cpu())
-        f_probs.append(F.softmax(model.f(rendered).float(), dim=1).cpu())
+        out = model.encode(rendered)  # g's logits and f's from one pass of f
+        g_probs.append(F.softmax(out.logits.float(), dim=1).cpu())
+        f_probs.append(F.softmax(out.f_logits.float(), dim=1).cpu())
         images.append(rendered.cpu())
     return Rendered(torch.cat(images), torch.cat(g_probs), torch.cat(f_probs))
 
