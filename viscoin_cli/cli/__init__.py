@@ -16,6 +16,7 @@ from viscoin_cli.cli.app import app
 COMMAND_MODULES = (
     "compare",
     "evaluate",
+    "explain",
     "finetune_gan",
     "generate",
     "import_gan",
@@ -23,6 +24,7 @@ COMMAND_MODULES = (
     "pretrain_classifier",
     "relevance",
     "report",
+    "serve",
     "train",
     "visualize",
 )
