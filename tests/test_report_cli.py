@@ -33,7 +33,8 @@ class Page(HTMLParser):
         super().__init__()
         self.cards: list[int] = []
         self.samples: dict[int, list[int]] = {}  # per card, its data-samples
-        self.hooks: dict[int, list[int]] = {}  # per card, the samples marked for an explain link
+        self.hooks: dict[int, list[int]] = {}  # per card, its sample indices (linked or not)
+        self.explained: dict[int, dict[int, str]] = {}  # per card, sample -> the explain card it links to
         self.images: list[str] = []
         self.links: list[str] = []
         self.feed(text)
@@ -43,8 +44,11 @@ class Page(HTMLParser):
         if tag == "section" and "card" in (attrs.get("class") or ""):
             self.cards.append(int(attrs["data-concept"]))
             self.samples[self.cards[-1]] = [int(i) for i in attrs["data-samples"].split(",")]
-        if tag == "span" and attrs.get("class") == "sample":
-            self.hooks.setdefault(int(attrs["data-concept"]), []).append(int(attrs["data-sample"]))
+        if tag in ("span", "a") and attrs.get("class") == "sample":
+            concept, sample = int(attrs["data-concept"]), int(attrs["data-sample"])
+            self.hooks.setdefault(concept, []).append(sample)
+            if tag == "a":
+                self.explained.setdefault(concept, {})[sample] = attrs["href"]
         if tag == "img":
             self.images.append(attrs["src"])
         for name in ("href", "src"):
@@ -72,6 +76,7 @@ def test_page_has_a_card_per_concept_with_its_images(report):
         "index": str(out / "index.html"),
         "cards": 8,
         "images": 24,
+        "explain_cards": len(list((out / "explain").glob("*.png"))),
         "metrics_json": str(out / "metrics.json"),
         "health": {"dead": health["dead"]["count"], "duplicates": health["duplicates"]["count"]},
     }
@@ -102,6 +107,42 @@ def test_each_card_names_its_top_samples_for_explain_links(report):
     for concept in page.cards:
         assert len(page.samples[concept]) == 8 and len(set(page.samples[concept])) == 8
         assert page.hooks[concept] == page.samples[concept]  # one hook per sample, in the card's order
+
+
+def test_each_card_links_its_top_sample_to_an_explain_card(report):
+    """--explain 1 (the default): every card's most activating sample opens its explain card, which exists;
+    a sample explained for another card is linked wherever it appears."""
+    out, summary = report
+    page = Page((out / "index.html").read_text())
+    written = {f"explain/{p.name}" for p in (out / "explain").glob("*.png")}
+    assert summary["explain_cards"] == len(written) == len({page.samples[c][0] for c in page.cards})
+    for concept in page.cards:
+        top = page.samples[concept][0]
+        assert page.explained[concept][top] == f"explain/test-{top}.png"
+        assert set(page.explained[concept].values()) <= written
+    with Image.open(out / page.explained[0][page.samples[0][0]]) as card:
+        assert card.width > 6 * 16 * 8  # six columns of 128 px tiles (16 px images upscaled 8 times)
+
+
+def test_explain_zero_writes_no_explain_cards(tiny_model, tmp_path):
+    out = tmp_path / "site"
+    result = run_cli(
+        "report",
+        "--model",
+        tiny_model,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--metrics",
+        "none",
+        "--concepts",
+        "0-1",
+        "--explain",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    assert not list(out.glob("explain/*.png")) and "<a class='sample'" not in (out / "index.html").read_text()
 
 
 def test_heatmap_tiles_match_one_concept_at_a_time(tiny_model):
@@ -140,8 +181,11 @@ def test_page_needs_nothing_from_outside(report):
     out, _ = report
     text = (out / "index.html").read_text()
     page = Page(text)
-    assert all(re.fullmatch(r"#concept-\d+", link) for link in page.links)  # no stylesheet, script or page to fetch
-    assert {int(link.split("-")[1]) for link in page.links} <= set(page.cards)  # every anchor is on the page
+    anchors = [link for link in page.links if link.startswith("#")]
+    cards = [link for link in page.links if not link.startswith("#")]
+    assert all(re.fullmatch(r"#concept-\d+", link) for link in anchors)  # no stylesheet, script or page to fetch
+    assert {int(link.split("-")[1]) for link in anchors} <= set(page.cards)  # every anchor is on the page
+    assert all(re.fullmatch(r"explain/test-\d+\.png", link) and (out / link).is_file() for link in cards)
     assert "http://" not in text and "https://" not in text
 
 

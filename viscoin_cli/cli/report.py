@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 PAGE = "Page"
 METRICS = "Metrics"
 DEFAULT_METRICS = "accuracy,reconstruction,faithfulness"
+EXPLAIN_TOP_K = 5  # concepts per explain card written by the report (explain's default --top-k)
 
 
 def read_metrics_json(path: Path, model_sha256: str) -> dict[str, Any]:
@@ -126,6 +127,15 @@ def report(
         str, typer.Option("--lambdas", help="λ values of each card's strip (1 = reconstruction).", rich_help_panel=PAGE)
     ] = "0,1,2,4",
     top: Annotated[int, typer.Option("--top", help="Most activating samples per card.", rich_help_panel=PAGE)] = 8,
+    explain: Annotated[
+        int,
+        typer.Option(
+            "--explain",
+            help="Write the `viscoin explain` card of each card's N most activating samples (each sample once) "
+            "into DIR/explain/ and link the card's sample indices to them; 0: none.",
+            rich_help_panel=PAGE,
+        ),
+    ] = 1,
     top_classes: Annotated[
         int, typer.Option("--top-classes", help="Most relevant classes listed per card.", rich_help_panel=PAGE)
     ] = 3,
@@ -203,7 +213,8 @@ def report(
     folder anywhere. Metrics are computed as `viscoin evaluate` does (lighter: --samples 200, no
     consistency unless asked), or read with --metrics-json from an earlier `viscoin evaluate ... --json`;
     they are also written to DIR/metrics.json. --compare adds the table of `viscoin compare` for this model
-    and the given ones (also written to DIR/comparison.json).
+    and the given ones (also written to DIR/comparison.json). Each card's sample indices link to the
+    `viscoin explain` cards of its --explain most activating samples, written to DIR/explain/.
 
     Example: viscoin report --model runs/viscoin-cub/latest.safetensors --data-root ~/data/CUB_200_2011
     --out report-cub --concepts 0-31
@@ -216,6 +227,8 @@ def report(
     selected = [] if metrics_json is not None or metrics.strip() == "none" else parse_report_metrics(metrics)
     for value, option in ((top, "--top"), (top_classes, "--top-classes")):
         common.check_positive(value, option)
+    if not 0 <= explain <= top:
+        raise UserError(f"--explain {explain}: expected 0..{top} (the card's --top samples)")
     lambda_values = parse_floats(lambdas, "--lambdas")
     facts = common.read_model(model_path)
     shown = parse_indices(concepts, facts.num_concepts) if concepts else list(range(facts.num_concepts))
@@ -263,6 +276,23 @@ def report(
             health=health,
             on_concept=lambda _concept: progress.advance(1),
         )
+    explained: dict[int, str] = {}
+    if explain:
+        from viscoin_cli.interpret.report import explain_cards
+
+        wanted = list(dict.fromkeys(i for card in cards for i in card.top_samples[:explain]))
+        with Progress(evaluation.console, len(wanted), "explain cards") as progress:
+            explained = explain_cards(
+                evaluation.model,
+                evaluation.dataset(str(split)),
+                str(split),
+                wanted,
+                out,
+                evaluation.rt,
+                top_k=min(EXPLAIN_TOP_K, facts.num_concepts),
+                batch_size=batch_size,
+                on_card=lambda _index: progress.advance(1),
+            )
     summary_doc = evaluation.document({})
     page = render_html(
         model=summary_doc["model"],
@@ -278,6 +308,7 @@ def report(
         health=health,
         health_source=health_source,
         class_names=evaluation.dataset(str(split)).class_names,
+        explained=explained,
     )
     metrics_file = None
     if document is not None:
@@ -288,6 +319,7 @@ def report(
         "index": str(index),
         "cards": len(cards),
         "images": 3 * len(cards),
+        "explain_cards": len(explained),
         "metrics_json": str(metrics_file) if metrics_file else None,
         "health": {"dead": health["dead"]["count"], "duplicates": health["duplicates"]["count"]},
     }

@@ -31,7 +31,7 @@ def colour(images: torch.Tensor) -> torch.Tensor:
 def source_name(document: dict[str, Any]) -> str:
     """What the card is of: "test #12 (label 3)" or the image file's name."""
     if "index" in document:
-        return f"test #{document['index']} (label {document['label_name']})"
+        return f"{document.get('split', 'test')} #{document['index']} (label {document['label_name']})"
     return Path(document["image"]).name
 
 
@@ -129,7 +129,7 @@ def card_file_name(document: dict[str, Any], relative: str | None = None) -> str
     """A card's file name: test-12.png for a test sample, the image's path (folders joined by "__") plus
     .png for a file, so that a.jpg and a.png in one folder get two cards."""
     if "index" in document:
-        return f"test-{document['index']}.png"
+        return f"{document.get('split', 'test')}-{document['index']}.png"
     name = relative if relative is not None else Path(document["image"]).name
     return name.replace(os.sep, "__").replace("/", "__") + ".png"
 

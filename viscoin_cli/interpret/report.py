@@ -28,6 +28,7 @@ from viscoin_cli.interpret.tables import summary_rows
 from viscoin_cli.io.images import save_grid
 
 IMAGES = "images"
+EXPLAIN = "explain"  # the explain cards of top samples, linked from the cards
 RELEVANT = 0.2  # a concept "matters" for a sample when its local relevance exceeds this (faithfulness' τ)
 
 
@@ -354,10 +355,52 @@ def _comparison_html(document: dict[str, Any]) -> str:
     )
 
 
-def sample_link(concept: int, sample: int) -> str:
-    """One top sample of a concept card, by its split index: the hook where a link to that sample's
-    explanation goes (today the bare index, marked with data-sample and its card's concept for it)."""
-    return f"<span class='sample' data-sample='{sample}' data-concept='{concept}'>{sample}</span>"
+def sample_link(concept: int, sample: int, explained: dict[int, str]) -> str:
+    """One top sample of a concept card, by its split index, linked to its explain card when the report
+    wrote one (`explained`: split index -> card path relative to the page)."""
+    attributes = f"class='sample' data-sample='{sample}' data-concept='{concept}'"
+    if sample in explained:
+        return f"<a {attributes} href='{_e(explained[sample])}' title='why this prediction'>{sample}</a>"
+    return f"<span {attributes}>{sample}</span>"
+
+
+def explain_cards(
+    model,
+    dataset,
+    split: str,
+    indices: Sequence[int],
+    out: Path,
+    rt,
+    top_k: int,
+    batch_size: int,
+    on_card: Callable[[int], None] | None = None,
+) -> dict[int, str]:
+    """`viscoin explain` cards of some samples of the split, written to out/explain/: split index -> path
+    relative to the page. The cards are the explain command's own (interpret/explanation.py, cards.py)."""
+    from viscoin_cli.interpret.cards import write_card
+    from viscoin_cli.interpret.explanation import explain_images
+    from viscoin_cli.io.images import upscale_factor
+
+    folder = out / EXPLAIN
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):  # a previous report's cards, maybe of other samples
+        stale.unlink()
+    names = list(dataset.class_names)
+    paths: dict[int, str] = {}
+    for first in range(0, len(indices), batch_size):
+        part = [int(i) for i in indices[first : first + batch_size]]
+        heads = []
+        for i in part:
+            label = int(dataset.labels[i])
+            heads.append({"split": split, "index": i, "label": label, "label_name": names[label]})
+        pictures = stack_images(dataset, part)
+        for head, explanation in zip(heads, explain_images(model, pictures, heads, names, rt, top_k), strict=True):
+            name = f"{EXPLAIN}/{split}-{head['index']}.png"
+            write_card(explanation, out / name, upscale_factor(pictures.shape[-1]))
+            paths[head["index"]] = name
+            if on_card is not None:
+                on_card(head["index"])
+    return paths
 
 
 def _badges_html(card: Card, shown: set[int]) -> str:
@@ -369,7 +412,9 @@ def _badges_html(card: Card, shown: set[int]) -> str:
     return f"<div class='badges'>{''.join(badges)}</div>" if badges else ""
 
 
-def _card_html(card: Card, lambdas: Sequence[float], width: int, pixelated: bool, shown: set[int]) -> str:
+def _card_html(
+    card: Card, lambdas: Sequence[float], width: int, pixelated: bool, shown: set[int], explained: dict[int, str]
+) -> str:
     classes = ", ".join(f"<b>{_e(name)}</b> ({value:.3g})" for name, value in card.top_classes)
     classes = classes or "<span class='stats'>no class (the concept is never relevant)</span>"
     image_class = " class='pixelated'" if pixelated else ""
@@ -380,7 +425,9 @@ def _card_html(card: Card, lambdas: Sequence[float], width: int, pixelated: bool
     )
     marks = ["dead"] * card.dead + ["duplicate"] * bool(card.duplicates)
     search = " ".join([f"concept {card.concept}", *(name for name, _ in card.top_classes), *marks]).lower()
-    samples = ", ".join(sample_link(card.concept, sample) for sample in card.top_samples)
+    samples = ", ".join(sample_link(card.concept, sample, explained) for sample in card.top_samples)
+    linked = any(sample in explained for sample in card.top_samples)
+    explain_note = "; a linked index opens its explain card" if linked else ""
     heatmaps = ""
     if card.heatmap_image is not None:
         none = " (no heat: the concept is dead)" if card.dead else ""
@@ -401,7 +448,7 @@ def _card_html(card: Card, lambdas: Sequence[float], width: int, pixelated: bool
     <figcaption>{_e(lambda_caption)}</figcaption></figure>
   <figure><img{image_class} src="{_e(card.top_image)}" width="{width * len(card.top_samples)}"
       alt="concept {card.concept}: top-activating samples" loading="eager">
-    <figcaption>Most activating samples (indices {samples})</figcaption></figure>{heatmaps}
+    <figcaption>Most activating samples (indices {samples}{explain_note})</figcaption></figure>{heatmaps}
 </section>"""
 
 
@@ -420,6 +467,7 @@ def render_html(
     health: dict[str, Any] | None = None,
     health_source: str = "computed",
     class_names: Sequence[str] = (),
+    explained: dict[int, str] | None = None,
 ) -> str:
     """The whole page as a string (with `viscoin compare`'s table when `comparison` is given, and the
     dictionary health section from the `health` metric's JSON); `method` names the kind of model in the
@@ -429,7 +477,7 @@ def render_html(
     width = (resolution + 2) * scale
     card_width = max(width * (max(len(lambdas) + 1, top)) + 40, 320)
     shown = {card.concept for card in cards}
-    body = "".join(_card_html(card, lambdas, width, scale > 1, shown) for card in cards)
+    body = "".join(_card_html(card, lambdas, width, scale > 1, shown, explained or {}) for card in cards)
     health_section = _health_html(health, health_source, shown, class_names)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     path = Path(model["path"])
