@@ -36,6 +36,15 @@ ParentGenerator = Annotated[
     typer.Option("--generator", help="The model's generator G, when it moved [default: the path the model records]."),
 ]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", rich_help_panel=o.RUNTIME)]
+Scale = Annotated[
+    int | None,
+    typer.Option(
+        "--scale",
+        help="Upscale each image K times (nearest neighbour) [default: the smallest K giving tiles of at least "
+        "128 px: 4 at 32 px, 1 at 256 px].",
+        show_default=False,
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,18 @@ def load(
     pictures = load_image_files(images, facts.resolution, facts.dataset.get("channels", 3)) if images else None
     rt = setup_runtime(device=run.device, precision=run.precision)
     return Loaded(load_model(facts, rt, inputs), rt, test_set, pictures)
+
+
+def check_scale(scale: int | None, raw: bool = False) -> None:
+    """One-line errors for a --scale out of 1..MAX_SCALE, or given with --raw (which is never upscaled)."""
+    from viscoin_cli.io.images import MAX_SCALE  # imports torch: not at module level (`--help` stays fast)
+
+    if scale is None:
+        return
+    if raw:
+        raise UserError("--scale does not apply to --raw (a raw grid has one pixel per image pixel)")
+    if not 1 <= scale <= MAX_SCALE:
+        raise UserError(f"--scale {scale}: expected a whole number in 1..{MAX_SCALE}")
 
 
 def check_positive(value: int, option: str) -> None:

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 SUBJECTS = "What to explain"
 MAX_TOP_K = 32  # a card row per concept: more would be a picture nobody reads (and K renders per image)
-MAX_SCALE = 16
 
 
 @dataclass
@@ -75,14 +74,7 @@ def explain(
     out: Annotated[Path, typer.Option("--out", help="Folder for the cards, index.html and explanations.jsonl.")] = Path(
         "explain"
     ),
-    scale: Annotated[
-        int | None,
-        typer.Option(
-            "--scale",
-            help="Upscale each image K times (nearest neighbour) [default: tiles of at least 128 px].",
-            show_default=False,
-        ),
-    ] = None,
+    scale: common.Scale = None,
     model_path: o.Model = DEFAULT_MODEL,
     inputs: common.Inputs = common.INPUTS,
     batch_size: common.BatchSize = 16,
@@ -111,8 +103,7 @@ def explain(
     common.check_positive(batch_size, "--batch-size")
     if not 1 <= top_k <= MAX_TOP_K:
         raise UserError(f"--top-k {top_k}: expected a whole number in 1..{MAX_TOP_K}")
-    if scale is not None and not 1 <= scale <= MAX_SCALE:
-        raise UserError(f"--scale {scale}: expected a whole number in 1..{MAX_SCALE}")
+    common.check_scale(scale)
     if folder is not None and (files or indices):
         raise UserError("--folder explains a whole folder: it cannot be combined with IMAGE arguments or --index")
     if folder is None and not (files or indices):

@@ -52,18 +52,6 @@ def _how(
     return [], am_settings(am_steps)
 
 
-def _check_scale(scale: int | None, raw: bool) -> None:
-    """One-line errors for a --scale out of 1..MAX_SCALE, or given with --raw (which is never upscaled)."""
-    from viscoin_cli.io.images import MAX_SCALE  # imports torch: not at module level (`--help` stays fast)
-
-    if scale is None:
-        return
-    if raw:
-        raise UserError("--scale does not apply to --raw (a raw grid has one pixel per image pixel)")
-    if not 1 <= scale <= MAX_SCALE:
-        raise UserError(f"--scale {scale}: expected a whole number in 1..{MAX_SCALE}")
-
-
 def _check_edit(
     concept: int | None, lambda_: str | None, lambdas: str | None, method: VisMethod, **more: object
 ) -> None:
@@ -200,16 +188,7 @@ def visualize(
             show_default=False,
         ),
     ] = None,
-    scale: Annotated[
-        int | None,
-        typer.Option(
-            "--scale",
-            help="Upscale each image K times (nearest neighbour) [default: the smallest K giving tiles of at least "
-            "128 px: 4 at 32 px, 1 at 256 px].",
-            rich_help_panel=HOW,
-            show_default=False,
-        ),
-    ] = None,
+    scale: common.Scale = None,
     raw: Annotated[
         bool,
         typer.Option(
@@ -259,7 +238,7 @@ def visualize(
     images = image or []
     common.check_positive(samples, "--samples")
     common.check_positive(batch_size, "--batch-size")
-    _check_scale(scale, raw)
+    common.check_scale(scale, raw)
     if edit is not None:
         _check_edit(concept, lambda_, lambdas, method, **{"--top-pairs": top_pairs, "--am-steps": am_steps})
     _check_what(concept, top_pairs, edit is not None, bool(images), class_ is not None)

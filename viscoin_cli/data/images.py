@@ -311,11 +311,10 @@ def as_rgb(picture: Image.Image) -> Image.Image:
     [0, 1] is scaled to [0, 255]; an alpha channel (RGBA, LA, PA, a palette with transparency) is composited
     over black, which is where a premultiplied transparent pixel sits, so the colour left under transparent
     pixels by the program that saved the file does not reach the model; CMYK, YCbCr, LAB, HSV, palettes and
-    1-bit images use Pillow's conversion.
+    1-bit images use Pillow's conversion. The result is always a new, decoded image (an RGB file's too), so it
+    outlives the file it was read from.
     """
     mode = picture.mode
-    if mode == "RGB":
-        return picture
     if mode.startswith("I") or mode == "F":
         values = np.asarray(picture, dtype=np.float64)
         if mode.startswith("I;16") or (mode == "I" and values.max(initial=0) > 255):
