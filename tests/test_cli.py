@@ -56,7 +56,7 @@ def test_root_help_groups_commands_in_plain_text():
 def test_help_keeps_bracketed_text():
     # "[default: ...]" in a help text must not be eaten as rich markup.
     result = CliRunner().invoke(app, ["pretrain-classifier", "--help"], env={"COLUMNS": "200"})
-    assert "[default: 32 for digits, else 256]" in result.stdout
+    assert "[default: 32 for digits and shapes, else 256]" in result.stdout
 
 
 def test_help_does_not_import_torch():

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from viscoin_cli import choices
+from viscoin_cli.data import EMBEDDED
 
 RUNTIME = "Runtime"
 DATA = "Data"
@@ -36,7 +37,7 @@ Workers = Annotated[
     typer.Option(
         "--workers",
         min=0,
-        help="Data-loading processes [default: 0 for digits, else up to 8].",
+        help="Data-loading processes [default: 0 for digits and shapes, else up to 8].",
         rich_help_panel=RUNTIME,
     ),
 ]
@@ -52,7 +53,7 @@ Dataset = Annotated[
     choices.DatasetName,
     typer.Option(
         "--dataset",
-        help="digits is built in and needs no download; the others read --data-root.",
+        help="digits and shapes are built in and need no download; the others read --data-root.",
         rich_help_panel=DATA,
     ),
 ]
@@ -60,13 +61,17 @@ DataRoot = Annotated[
     Path | None,
     typer.Option(
         "--data-root",
-        help="Dataset folder (all datasets but digits), in the dataset's official layout.",
+        help="Dataset folder (all datasets but digits and shapes), in the dataset's official layout.",
         rich_help_panel=DATA,
     ),
 ]
 Resolution = Annotated[
     int | None,
-    typer.Option("--resolution", help="Image size in pixels [default: 32 for digits, else 256].", rich_help_panel=DATA),
+    typer.Option(
+        "--resolution",
+        help="Image size in pixels [default: 32 for digits and shapes, else 256].",
+        rich_help_panel=DATA,
+    ),
 ]
 SkipBadImages = Annotated[
     bool,
@@ -108,10 +113,10 @@ def explicit_options(ctx: typer.Context) -> dict[str, Any]:
 
 
 def default_workers(dataset: str, workers: int | None) -> int:
-    """Data-loading processes: none for the in-memory digits, else up to 8."""
+    """Data-loading processes: none for the in-memory datasets (digits, shapes), else up to 8."""
     if workers is not None:
         return workers
-    return 0 if dataset == "digits" else min(8, os.cpu_count() or 1)
+    return 0 if dataset in EMBEDDED else min(8, os.cpu_count() or 1)
 
 
 MODEL_HELP = "Trained concept model (from viscoin train: VisCoIN, FLINT or FLAEM) [default: the shipped digits model]."

@@ -15,8 +15,16 @@ from viscoin_cli.errors import UserError
 if TYPE_CHECKING:
     from viscoin_cli.data.images import ImageDataset
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "cub", "cars", "celebahq", "folder")
-DEFAULT_RESOLUTION: dict[str, int] = {"digits": 32, "cub": 256, "cars": 256, "celebahq": 256, "folder": 256}
+DATASET_NAMES: tuple[str, ...] = ("digits", "shapes", "cub", "cars", "celebahq", "folder")
+DEFAULT_RESOLUTION: dict[str, int] = {
+    "digits": 32,
+    "shapes": 32,
+    "cub": 256,
+    "cars": 256,
+    "celebahq": 256,
+    "folder": 256,
+}
+EMBEDDED = ("digits", "shapes")  # built in and held in memory: no --data-root, no loader processes
 SPLITS = ("train", "val", "test")  # val: held out of train (`viscoin_cli.data.holdout`)
 BOX_DATASETS = ("cub", "cars")  # layouts that ship bounding boxes
 
@@ -34,7 +42,7 @@ def load_dataset(
 ) -> ImageDataset:
     """One split of a dataset, as [3, R, R] float images in [-1, 1] and int labels.
 
-    `augment` adds the training augmentation (random crop + horizontal flip; digits: random translation).
+    `augment` adds the training augmentation (random crop + horizontal flip; digits, shapes: random translation).
     Unreadable images are a one-line error listing them, or skipped (and counted) with `skip_bad_images`.
     `val_fraction` holds out that fraction of each class of the training split for model selection: "train"
     is then the rest and "val" the held-out images (`viscoin_cli.data.holdout`); 0 leaves "train" whole.
@@ -72,6 +80,10 @@ def _load_split(
         from viscoin_cli.data.digits import DigitsDataset
 
         return DigitsDataset(split, resolution, augment)
+    if name == "shapes":
+        from viscoin_cli.data.shapes import ShapesDataset
+
+        return ShapesDataset(split, resolution, augment)
 
     from pathlib import Path
 

@@ -26,7 +26,8 @@ from viscoin_cli.training.config import TrainConfig
 from viscoin_cli.training.run import RunFolder
 
 # Paper App. B.2 for the real datasets (ResNet50 from ImageNet weights). digits is the embedded
-# default: a narrow ResNet18 with a 32-px stem trained from scratch, ~99% test accuracy in minutes on a CPU.
+# default: a narrow ResNet18 with a 32-px stem trained from scratch, ~99% test accuracy in minutes on a CPU;
+# shapes (also embedded, 32 px) uses the same.
 _PRESET_FIELDS = (
     "arch",
     "width",
@@ -43,6 +44,7 @@ _PRESET_FIELDS = (
 PRESETS: dict[str, dict[str, Any]] = {name: dict(zip(_PRESET_FIELDS, values, strict=True)) for name, values in {
     #            arch        width  stem        weights     optim   lr    epochs batch milestones wd
     "digits":   ("resnet18", 16,    "small",    "none",     "adam", 1e-3, 12,    64,   [8],       0.0),
+    "shapes":   ("resnet18", 16,    "small",    "none",     "adam", 1e-3, 12,    64,   [8],       0.0),
     "cub":      ("resnet50", 64,    "imagenet", "imagenet", "adam", 1e-4, 30,    32,   [],        0.0),
     "celebahq": ("resnet50", 64,    "imagenet", "imagenet", "adam", 1e-3, 10,    64,   [],        0.0),
     # SGD momentum (0.9) and weight decay are not given by the paper (choice: the usual ImageNet values).

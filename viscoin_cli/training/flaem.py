@@ -18,7 +18,7 @@ from viscoin_cli.training.concepts import BaselineTraining, ConceptTrainConfig, 
 from viscoin_cli.training.flaem_losses import FlaemWeights, flaem_loss
 
 # K as VisCoIN's preset (the paper compares at the same K); iterations ≈ 100 epochs at batch 128.
-_ITERATIONS = {"digits": 1000, "celebahq": 20_000, "cub": 5000, "cars": 6500, "folder": 5000}
+_ITERATIONS = {"digits": 1000, "shapes": 1000, "celebahq": 20_000, "cub": 5000, "cars": 6500, "folder": 5000}
 
 
 @dataclass(frozen=True)

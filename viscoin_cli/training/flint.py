@@ -19,7 +19,7 @@ from viscoin_cli.training.concepts import BaselineTraining, ConceptTrainConfig, 
 from viscoin_cli.training.flint_losses import FlintWeights, flint_loss
 
 # K and Ψ's width as VisCoIN's presets (the paper keeps Φ's structure and K); iterations ≈ 51 epochs at batch 16.
-_ITERATIONS = {"digits": 2000, "celebahq": 50_000, "cub": 20_000, "cars": 26_000, "folder": 20_000}
+_ITERATIONS = {"digits": 2000, "shapes": 2000, "celebahq": 50_000, "cub": 20_000, "cars": 26_000, "folder": 20_000}
 
 
 @dataclass(frozen=True)

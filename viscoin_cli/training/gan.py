@@ -81,7 +81,7 @@ LOSS_KEYS = ("loss_G", "loss_pl", "loss_D_fake", "loss_D_real", "loss_r1")  # wh
 # the steps of 32 for the same time), 32 channels, a minibatch-std group of 8 so D sees the variety of a
 # batch, faster ADA for the 1437 images, and no path-length regularisation or style mixing (NVIDIA's
 # small-image 'cifar' choice). Real data: NVIDIA's 'auto' configuration at 256 px with the paper's batch
-# of 16 and ~2M real images shown (2000 kimg).
+# of 16 and ~2M real images shown (2000 kimg). shapes (embedded, 32 px) starts from digits' preset.
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": dict(
         z_dim=128,
@@ -122,6 +122,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ada_kimg=500,
     ),
 }
+PRESETS["shapes"] = dict(PRESETS["digits"])  # embedded and 32 px too: the same small networks and budget
 TRANSFER_ADA_KIMG = 100  # fine-tuning: p adapts faster (the pretrained D overfits a small dataset quickly)
 # Network options that, when fine-tuning, default to the --resume-from checkpoints' values: given, they change
 # the networks built, and only the tensors that still match are copied (`copy_matching`).
@@ -188,7 +189,7 @@ class GanConfig(TrainConfig):
 
     @classmethod
     def preset(cls, dataset: str) -> dict[str, Any]:
-        return dict(PRESETS["digits" if dataset == "digits" else "default"])
+        return dict(PRESETS[dataset if dataset in PRESETS else "default"])
 
     @classmethod
     def resolve(cls, values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
