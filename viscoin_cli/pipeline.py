@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.shipped import DEFAULT_CLASSIFIER, DEFAULT_GENERATOR
+from viscoin_cli.shipped import shipped_file
 
 Invoke = Callable[[list[str]], tuple[int, str]]
 
@@ -87,16 +87,17 @@ def stages(out: Path, plan: Plan) -> list[Stage]:
     common = ["--seed", str(plan.seed)]
     root = ["--data-root", str(plan.data_root)] if plan.data_root else []
     data = ["--dataset", plan.dataset, *root]
-    shipped = plan.dataset == "digits" and not plan.from_scratch
+    shipped = not plan.from_scratch
 
     def trained(name: str, command: str, output: str, extra: list[str], length: list[str]) -> Stage:
         folder = out / name
         args = [command, *extra, *data, "--out", str(folder), *common, "--json", *length]
         return Stage(name, folder / output, args, folder, folder / "summary.json", length=length)
 
-    def parent(name: str, given: Path | None, default: Path, command: str, output: str, length: list[str]) -> Stage:
-        """f or G: the given file, the shipped one (digits), or trained."""
-        if given is None and shipped and default.is_file():
+    def parent(name: str, given: Path | None, role: str, command: str, output: str, length: list[str]) -> Stage:
+        """f or G: the given file, the shipped one (an embedded dataset's), or trained."""
+        default = shipped_file(plan.dataset, role)
+        if given is None and shipped and default is not None:
             return Stage(name, default, source="shipped")
         if given is not None:
             return Stage(name, given, source="given")
@@ -105,13 +106,13 @@ def stages(out: Path, plan: Plan) -> list[Stage]:
     f = parent(
         "classifier",
         plan.classifier,
-        DEFAULT_CLASSIFIER,
+        "classifier",
         "pretrain-classifier",
         "best.safetensors",
         _length("--epochs", plan.classifier_epochs),
     )
     g = parent(
-        "gan", plan.generator, DEFAULT_GENERATOR, "finetune-gan", "latest.safetensors", _length("--kimg", plan.gan_kimg)
+        "gan", plan.generator, "generator", "finetune-gan", "latest.safetensors", _length("--kimg", plan.gan_kimg)
     )
     parents = ["--classifier", str(f.output), "--generator", str(g.output)]
     viscoin = trained("viscoin", "train", "latest.safetensors", parents, _length("--iterations", plan.iterations))

@@ -44,7 +44,7 @@ def pipeline(
         Path | None,
         typer.Option(
             "--classifier",
-            help="Use this classifier and skip its training [default for digits: the shipped one].",
+            help="Use this classifier and skip its training [default for digits and shapes: the shipped one].",
             rich_help_panel=STAGES,
         ),
     ] = None,
@@ -52,7 +52,7 @@ def pipeline(
         Path | None,
         typer.Option(
             "--generator",
-            help="Use this generator and skip GAN training [default for digits: the shipped one].",
+            help="Use this generator and skip GAN training [default for digits and shapes: the shipped one].",
             rich_help_panel=STAGES,
         ),
     ] = None,
@@ -84,8 +84,8 @@ def pipeline(
 ) -> None:
     """Run everything: classifier -> GAN -> VisCoIN -> relevance -> visualize -> evaluate -> report.
 
-    On digits it reuses the shipped classifier and generator and trains only VisCoIN (minutes on a
-    CPU); --from-scratch trains every stage, --classifier/--generator bring your own. Each stage is the
+    On digits and shapes it reuses the shipped classifier and generator and trains only VisCoIN (minutes
+    on a CPU); --from-scratch trains every stage, --classifier/--generator bring your own. Each stage is the
     viscoin command recorded in DIR/pipeline.json; stages already done are skipped and an interrupted
     training stage resumes, so re-running the same command finishes an interrupted pipeline. Each stage
     shows its own progress (a bar with ETA on a terminal, a line every 10 s in a log); the run ends with

@@ -29,7 +29,7 @@ from viscoin_cli.io.images import save_grid
 from viscoin_cli.nets.classifier import load_classifier
 from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput
 from viscoin_cli.runtime import Runtime, all_reduce_sum
-from viscoin_cli.shipped import DEFAULT_CLASSIFIER
+from viscoin_cli.shipped import default_parent
 from viscoin_cli.training.config import TrainConfig
 from viscoin_cli.training.run import RunFolder, tick_loader
 
@@ -54,8 +54,9 @@ class ConceptTrainConfig(TrainConfig):
     @classmethod
     def resolve(cls, values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:  # noqa: ARG003
         values = dict(values)
-        if values.get("dataset", "digits") == "digits":  # the shipped f is digits' default
-            values.setdefault("classifier", str(DEFAULT_CLASSIFIER))
+        shipped = default_parent(values.get("dataset", "digits"), "classifier")
+        if shipped is not None:  # an embedded dataset's shipped f is its default
+            values.setdefault("classifier", str(shipped))
         return values
 
     def check(self) -> None:

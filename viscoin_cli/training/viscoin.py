@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from viscoin_cli.choices import LpipsNet, Method
+from viscoin_cli.data import EMBEDDED
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import parent_record, read_meta
 from viscoin_cli.nets.classifier import load_classifier
@@ -22,7 +23,7 @@ from viscoin_cli.nets.lpips import LPIPS
 from viscoin_cli.nets.stylegan2 import load_generator
 from viscoin_cli.nets.viscoin import VisCoIN, check_compatible
 from viscoin_cli.runtime import Runtime
-from viscoin_cli.shipped import DEFAULT_GENERATOR
+from viscoin_cli.shipped import default_parent
 from viscoin_cli.training.concepts import ConceptTrainConfig, load_splits
 from viscoin_cli.training.losses import LossWeights, viscoin_loss
 
@@ -48,6 +49,7 @@ _FIELDS = (
 PRESETS: dict[str, dict[str, Any]] = {name: dict(zip(_FIELDS, values, strict=True)) for name, values in {
     #             K    hidden alpha beta gamma_rc delta iterations real synthetic support_ws
     "digits":   (64,  64,    0.5,  3.0, 0.1,     0.2,  2000,      16,  16,       [-2, -1]),
+    "shapes":   (64,  64,    0.5,  3.0, 0.1,     0.2,  2000,      16,  16,       [-2, -1]),
     "celebahq": (64,  512,   0.5,  3.0, 0.2,     2.0,  50_000,    8,   8,        None),
     "cub":      (256, 512,   0.5,  3.0, 0.1,     0.2,  100_000,   8,   8,        None),
     "cars":     (256, 512,   0.5,  3.0, 0.05,    0.2,  100_000,   8,   8,        None),
@@ -79,10 +81,11 @@ class VisCoINConfig(ConceptTrainConfig):
     @classmethod
     def resolve(cls, values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
         values = super().resolve(values, given)
-        if values.get("dataset", "digits") == "digits":  # the shipped G is digits' default
-            values.setdefault("generator", str(DEFAULT_GENERATOR))
-        if "lpips" not in given:  # no pretrained LPIPS backbone offline: digits trains without it
-            no_weights = values.get("dataset", "digits") == "digits" and values.get("lpips_weights") is None
+        shipped = default_parent(values.get("dataset", "digits"), "generator")
+        if shipped is not None:  # an embedded dataset's shipped G is its default
+            values.setdefault("generator", str(shipped))
+        if "lpips" not in given:  # no pretrained LPIPS backbone offline: the embedded datasets train without it
+            no_weights = values.get("dataset", "digits") in EMBEDDED and values.get("lpips_weights") is None
             values["lpips"] = "none" if no_weights else "alex"
         if values["lpips"] == "none":
             values["beta"] = 0.0
