@@ -14,7 +14,7 @@ from viscoin_cli.choices import Choice
 from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli._groups import Run
-from viscoin_cli.cli._parse import parse_indices, parse_metrics, parse_thresholds
+from viscoin_cli.cli._parse import MAX_LAMBDA, parse_indices, parse_metrics, parse_thresholds
 from viscoin_cli.errors import UserError
 from viscoin_cli.metrics.checks import METRICS, OPTIONAL_METRICS
 
@@ -30,7 +30,7 @@ class VisMethod(Choice):
 
 
 def parse_metric_names(text: str, option: str = "METRIC") -> list[str]:
-    """`parse_metrics`, plus the optional metrics (health, visualization-fid or visualization_fid), last."""
+    """`parse_metrics`, plus the optional metrics (health, ground-truth, visualization-fid; or with `_`), last."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     optional = [name.replace("-", "_") for name in names if name.replace("-", "_") in OPTIONAL_METRICS]
     rest = [name for name in names if name.replace("-", "_") not in OPTIONAL_METRICS]
@@ -62,6 +62,9 @@ class MetricOptions:
     vis_method: str | None = None
     am_steps: int | None = None
     duplicate_threshold: float = 0.95
+    capture_threshold: float = 0.9
+    render_lambda: float = 4.0
+    render_samples: int = 100
 
 
 def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size: int, run: Run) -> Settings:
@@ -83,6 +86,12 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
     common.check_positive(options.vis_pairs, "--vis-pairs")
     if not -1 <= options.duplicate_threshold <= 1:
         raise UserError(f"--duplicate-threshold {options.duplicate_threshold}: must be a correlation in [-1, 1]")
+    if not 0 < options.capture_threshold <= 1:
+        raise UserError(f"--capture-threshold {options.capture_threshold}: must be an AUC in (0, 1]")
+    if not math.isfinite(options.render_lambda) or abs(options.render_lambda) > MAX_LAMBDA:
+        raise UserError(f"--render-lambda {options.render_lambda}: must be a number within ±{MAX_LAMBDA:g}")
+    if options.render_samples < 0:
+        raise UserError(f"--render-samples {options.render_samples}: must be 0 (no render test) or more")
     if options.am_steps is not None:
         from viscoin_cli.interpret.am import check_steps
 
@@ -107,6 +116,9 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
         vis_method=str(options.vis_method) if options.vis_method is not None else None,
         am_steps=options.am_steps,
         duplicate_threshold=options.duplicate_threshold,
+        capture_threshold=options.capture_threshold,
+        render_lambda=options.render_lambda,
+        render_samples=options.render_samples,
     )
 
 

@@ -94,8 +94,9 @@ def compare(
         str,
         typer.Option(
             "--metrics",
-            help="accuracy, reconstruction, faithfulness, consistency, all (those four), visualization-fid (never "
-            "in all: slow with AM), or a comma list.",
+            help="accuracy, reconstruction, faithfulness, consistency, all (those four), ground-truth (not in all: "
+            "needs a dataset with attribute labels, e.g. shapes), visualization-fid (never in all: slow with AM), "
+            "or a comma list.",
             rich_help_panel=TABLE,
         ),
     ] = "all",
@@ -133,8 +134,10 @@ def compare(
 
     Rows: accuracy of f and of the model, reconstruction MSE, LPIPS and FID, faithfulness at each τ
     beside its random baseline, consistency at each --consistency-lambdas value as mean ± std, and the
-    visualisation FID when an evaluation document has it; with --stability, a second table: per pair of
-    models, how well their concepts match one to one. Every model is evaluated as `viscoin evaluate`
+    visualisation FID when an evaluation document has it; with ground-truth among --metrics (a dataset with
+    attribute labels, e.g. shapes), the mean best concept AUC per attribute value, how many values a concept
+    captures and the render flip rate (as `viscoin evaluate ground-truth`); with --stability, a second
+    table: per pair of models, how well their concepts match one to one. Every model is evaluated as `viscoin evaluate`
     does, with the same --seed, --samples and consistency samples, so the numbers are paired: each equals
     what `viscoin evaluate` prints for that model with the same options. --metrics-json reads earlier
     `evaluate --json` outputs instead (only what they lack is computed); they must have been computed with

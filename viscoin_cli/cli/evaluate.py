@@ -24,17 +24,20 @@ CONSIST = "Consistency"
 RECON = "Reconstruction"
 VIS = "Visualisation FID"
 HEALTH = "Health"
+GROUND = "Ground truth"
 CHECKS = "Checks (CI)"
 METRIC_HELP = (
     "accuracy, reconstruction, faithfulness, consistency, all (those four), health (not in all: a diagnostic), "
-    "visualization-fid (never in all: slow with AM), or a comma list."
+    "ground-truth (not in all: needs a dataset with attribute labels, e.g. shapes), visualization-fid (never in "
+    "all: slow with AM), or a comma list."
 )
 KEYS_HELP = (
     "KEY is a dotted path into the JSON's metrics, as the table prints it: accuracy.g, accuracy.f, "
     "reconstruction.mse, reconstruction.fid, faithfulness.0.2.median, consistency.mean, "
     "consistency.per_concept.3, health.per_class.mean, ...; shortcuts: accuracy (= accuracy.g), agreement, mse, "
     "lpips, fid, faithfulness (= faithfulness.0.2.median), consistency (= consistency.mean), dead (= "
-    "health.dead.count), duplicates (= health.duplicates.count). Repeatable."
+    "health.dead.count), duplicates (= health.duplicates.count), captured (= ground_truth.captured), ground-truth (= "
+    "ground_truth.mean_auc). Repeatable."
 )
 
 Samples = Annotated[
@@ -146,6 +149,30 @@ DuplicateThreshold = Annotated[
         rich_help_panel=HEALTH,
     ),
 ]
+CaptureThreshold = Annotated[
+    float,
+    typer.Option(
+        "--capture-threshold",
+        help="An attribute value is captured when some concept's pooled activation predicts it with this ROC AUC.",
+        rich_help_panel=GROUND,
+    ),
+]
+RenderLambda = Annotated[
+    float,
+    typer.Option(
+        "--render-lambda",
+        help="The render test scales the value's matched concept map by λ (against λ = 1).",
+        rich_help_panel=GROUND,
+    ),
+]
+RenderSamples = Annotated[
+    int,
+    typer.Option(
+        "--render-samples",
+        help="Test images without the value rendered per attribute value (0: no probe, no render test).",
+        rich_help_panel=GROUND,
+    ),
+]
 METRIC_OPTIONS = option_group(
     MetricOptions,
     lpips=(Lpips, None),
@@ -163,6 +190,9 @@ METRIC_OPTIONS = option_group(
     vis_method=(VisMethodOption, None),
     am_steps=(AmSteps, None),
     duplicate_threshold=(DuplicateThreshold, 0.95),
+    capture_threshold=(CaptureThreshold, 0.9),
+    render_lambda=(RenderLambda, 4.0),
+    render_samples=(RenderSamples, 100),
 )
 
 
@@ -209,6 +239,12 @@ def evaluate(
     health (not in all): dead concepts (never active on the test split), duplicated ones (pooled activations
     correlated above --duplicate-threshold), how many concepts carry 80% of each class's positive relevance,
     and the share of test images where each concept is active; read off the encodings, seconds.
+    ground-truth (not in all; datasets with attribute labels, e.g. shapes): per attribute value, the concept
+    whose pooled activation predicts it best (ROC AUC on the test split) and that AUC, how many values some
+    concept captures (AUC ≥ --capture-threshold), and the render test: an attribute probe (a tiny CNN trained
+    for seconds on the train split; its test accuracy is reported) reads the value off renders of
+    --render-samples test images without it, with the matched concept scaled by --render-lambda vs 1: the
+    share that flip to the value.
 
     The same --seed gives the same numbers. --json prints one document with every number, the settings
     and the seconds each metric took. --fail-under / --fail-over turn it into a CI gate: exit 1 when a
@@ -268,11 +304,80 @@ def print_table(document: dict[str, Any]) -> None:
     )
     for column in ("key", "value", "detail"):
         table.add_column(column, overflow="fold")
-    for row in summary_rows(document["metrics"]) + visualization_rows(document["metrics"]):
+    metrics = document["metrics"]
+    for row in summary_rows(metrics) + ground_truth_rows(metrics) + visualization_rows(metrics):
         table.add_row(*row)
     seconds = ", ".join(f"{name} {value:.1f}s" for name, value in document["seconds"].items())
     table.caption = f"time: {seconds}"
-    Console(soft_wrap=False).print(table)
+    console = Console(soft_wrap=False)
+    console.print(table)
+    if metrics.get("ground_truth") is not None:
+        console.print(ground_truth_table(metrics["ground_truth"]))
+
+
+def _shown(value: float | None, digits: int = 4) -> str:
+    """Fixed decimals; a value that rounds to zero is 0, not -0."""
+    if value is None:
+        return "—"
+    text = f"{value:.{digits}f}"
+    return text.lstrip("-") if float(text) == 0 else text
+
+
+def ground_truth_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The ground truth's summary rows (the per-value table follows the main one)."""
+    gt = metrics.get("ground_truth")
+    if gt is None:
+        return []
+    rows = [
+        (
+            "ground_truth.mean_auc",
+            _shown(gt["mean_auc"]),
+            f"mean over {gt['attributes']} attributes of their values' best concept AUC, {gt['samples']} test images",
+        ),
+        (
+            "ground_truth.captured",
+            str(gt["captured"]),
+            f"of {gt['targets']} attribute values have a concept with AUC ≥ {gt['threshold']:g}; "
+            f"{gt['attributes_captured']} of {gt['attributes']} attributes wholly",
+        ),
+    ]
+    render = gt.get("render")
+    if render is not None:
+        rows.append(
+            (
+                "ground_truth.render.flip_rate",
+                _shown(render["flip_rate"]),
+                f"renders with the matched concept at λ={render['lambda']:g} the probe reads as the value (not at "
+                f"λ=1), mean over {render['targets']} values, ≤ {render['samples']} images each; probability "
+                f"gain {_shown(render['probability_gain'])}",
+            )
+        )
+    return rows
+
+
+def ground_truth_table(gt: dict[str, Any]):
+    """A row per attribute value: its best concept, that AUC, captured ✓, the render test and the probe."""
+    from rich.table import Table
+
+    table = Table(title=f"ground truth: best concept per attribute value (captured: AUC ≥ {gt['threshold']:g})")
+    table.caption = "concept: the best one (AUC of its φ̄); flip, Δp: the render test; probe: its test accuracy"
+    for column in ("attribute", "value", "concept", "AUC", "✓", "flip", "Δp", "probe"):
+        table.add_column(column, justify="left" if column in ("attribute", "value") else "right", no_wrap=True)
+    probe = (gt.get("probe") or {}).get("accuracy", {})
+    for name, attribute in gt["per_attribute"].items():
+        for i, (value, entry) in enumerate(attribute["values"].items()):
+            render = entry.get("render") or {}
+            table.add_row(
+                name if i == 0 else "",
+                value,
+                "—" if entry["concept"] is None else str(entry["concept"]),
+                _shown(entry["auc"]),
+                "✓" if entry["captured"] else "",
+                _shown(render.get("flip_rate"), 2),
+                _shown(render.get("probability_gain"), 2),
+                _shown(probe.get(name), 2) if i == 0 else "",
+            )
+    return table
 
 
 def visualization_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -45,6 +45,9 @@ PAIRED = {
     "vis_pairs": "--vis-pairs",
     "vis_method": "--vis-method",
     "am_steps": "--am-steps",
+    "capture_threshold": "--capture-threshold",
+    "render_lambda": "--render-lambda",
+    "render_samples": "--render-samples",
 }
 SPLIT_FACTS = ("name", "class_names", "resolution")  # from the checkpoint's header
 RUN_FACTS = ("data_root", "bbox_crop")  # from the run's options.json, when both models have one
@@ -345,8 +348,9 @@ def _at(tree: Any, *keys: str) -> Any:
     return tree if isinstance(tree, int | float) and not isinstance(tree, bool) else None
 
 
-def row_specs(thresholds: Sequence[float], lambdas: Sequence[float]) -> list[RowSpec]:
-    """The paper's rows, in its order."""
+def row_specs(thresholds: Sequence[float], lambdas: Sequence[float], ground_truth: bool = False) -> list[RowSpec]:
+    """The paper's rows, in its order; with `ground_truth`, the ground-truth rows last (only then: most datasets
+    have no attribute labels, and a row that is always empty would say nothing)."""
     rows = [
         RowSpec("accuracy.f", "accuracy of f", None, lambda m: _at(m.metrics, "accuracy", "f")),
         RowSpec("accuracy.g", "accuracy of the model", "higher", lambda m: _at(m.metrics, "accuracy", "g")),
@@ -379,6 +383,28 @@ def row_specs(thresholds: Sequence[float], lambdas: Sequence[float]) -> list[Row
     rows.append(
         RowSpec("visualization_fid", "visualisation FID", "lower", lambda m: _at(m.metrics, "visualization_fid", "fid"))
     )
+    if ground_truth:
+        rows += [
+            RowSpec(
+                "ground_truth.mean_auc",
+                "ground-truth AUC",
+                "higher",
+                lambda m: _at(m.metrics, "ground_truth", "mean_auc"),
+            ),
+            RowSpec(
+                "ground_truth.captured",
+                "values captured",
+                "higher",
+                lambda m: _at(m.metrics, "ground_truth", "captured"),
+                ("of", lambda m: _at(m.metrics, "ground_truth", "targets")),
+            ),
+            RowSpec(
+                "ground_truth.render.flip_rate",
+                "render flip rate",
+                "higher",
+                lambda m: _at(m.metrics, "ground_truth", "render", "flip_rate"),
+            ),
+        ]
     return rows
 
 
@@ -395,7 +421,8 @@ def comparison_document(
 ) -> dict[str, Any]:
     """The `compare --json` document: the models (columns), the rows with one value per model, the settings."""
     rows = []
-    for spec in row_specs(settings.get("thresholds") or (), lambdas):
+    ground_truth = "ground_truth" in metrics or any("ground_truth" in m.metrics for m in measures)
+    for spec in row_specs(settings.get("thresholds") or (), lambdas, ground_truth):
         row: dict[str, Any] = {"key": spec.key, "label": spec.label, "better": spec.better}
         row["values"] = [_finite(spec.value(m)) for m in measures]
         if spec.beside is not None:
@@ -443,7 +470,9 @@ def cells(row: dict[str, Any]) -> list[str]:
     shown = []
     for i, value in enumerate(row["values"]):
         text = _number(value)
-        if value is not None and "random" in row:
+        if value is not None and "of" in row:
+            text = f"{value:g}" + ("" if row["of"][i] is None else f" of {row['of'][i]:g}")
+        elif value is not None and "random" in row:
             text += f" (random {_number(row['random'][i])})"
         elif value is not None and "std" in row and row["std"][i] is not None:
             text += f" ± {row['std'][i]:.4f}"

@@ -61,6 +61,9 @@ class Settings:
     vis_method: str | None = None  # render | am; None: render for VisCoIN, am (FLINT's way) for the baselines
     am_steps: int | None = None  # AM steps; None: interpret/am.py's 1000
     duplicate_threshold: float = 0.95  # health: concepts whose φ̄ correlate above it are duplicates
+    capture_threshold: float = 0.9  # ground_truth: a value is captured when a concept's AUC reaches it
+    render_lambda: float = 4.0  # ground_truth: the matched concept's map is scaled by it in the render test
+    render_samples: int = 100  # ground_truth: test images rendered per (attribute, value); 0: no render test
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -145,6 +148,22 @@ class Evaluation:
                     f"renders at λ = {VIS_LAMBDA:g} unless --vis-method am)"
                 )
             self._setup_fid()
+        if "ground_truth" in metrics:
+            self.attribute_labels("test")
+            if self.settings.render_samples > 0:  # the probe learns from the train split's labels
+                self.attribute_labels("train")
+
+    def attribute_labels(self, split: str) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+        """The split's attribute labels (name -> [N] value indices) and value names; a one-line error for a
+        dataset that records none."""
+        data = self.dataset(split)
+        attributes, values = getattr(data, "attributes", None), getattr(data, "attribute_values", None)
+        if not attributes or not values:
+            raise UserError(
+                f"dataset {self.facts.get('name')} has no attribute labels: ground-truth needs a dataset that "
+                "records them, e.g. shapes"
+            )
+        return {name: torch.as_tensor(attributes[name]).long() for name in values}, dict(values)
 
     def _setup_lpips(self) -> None:
         from viscoin_cli.nets.lpips import BACKBONES, LPIPS, find_lpips_backbone
@@ -313,6 +332,68 @@ class Evaluation:
         relevance = self.global_relevance("test")
         return health(self.encoded("test").pooled, relevance, duplicate_threshold=self.settings.duplicate_threshold)
 
+    def ground_truth(self) -> dict[str, Any]:
+        """Which concept predicts each known attribute value (AUC of φ̄ on the test split), how many are captured,
+        and whether turning the matched concept up draws the value in the render, as an attribute probe trained
+        on the train split reads it (metrics/ground_truth.py)."""
+        from viscoin_cli.metrics import ground_truth as gt
+
+        settings, test = self.settings, self.encoded("test")
+        attributes, values = self.attribute_labels("test")
+        result = gt.attribute_auc(test.pooled, attributes, values, settings.capture_threshold)
+        if settings.render_samples <= 0:
+            return {**result, "render": None, "probe": None}
+        started = time.perf_counter()
+        train_images, train_attributes = self._probe_images("train")
+        probe = gt.train_probe(train_images, train_attributes, values, seed=settings.seed, device=self.rt.device)
+        test_images, test_attributes = self._probe_images("test")
+        result["probe"] = {
+            "resolution": probe.resolution,
+            "steps": gt.PROBE_STEPS,
+            "train_images": len(train_images),
+            "test_images": len(test_images),
+            **gt.probe_accuracy(probe, test_images, test_attributes),
+        }
+        self.seconds["ground_truth_probe"] = time.perf_counter() - started
+        matches = gt.matched_concepts(result, values)
+        with Progress(self.console, len(matches), "ground truth (render test)") as progress:
+            renders = gt.render_test(
+                self.model,
+                test.concept_maps,
+                test.support,
+                attributes,
+                matches,
+                probe,
+                lam=settings.render_lambda,
+                samples=settings.render_samples,
+                seed=settings.seed,
+                batch_size=settings.batch_size,
+                autocast=self.rt.autocast,
+                on_target=lambda: progress.advance(1),
+            )
+        gt.add_render_results(result, renders, values, settings.render_lambda, settings.render_samples)
+        return result
+
+    @torch.no_grad()
+    def _probe_images(self, split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Up to PROBE_IMAGES images of the split (drawn with the seed when more), at the probe's resolution,
+        and their attribute labels: a 256 px split never sits in memory whole."""
+        from viscoin_cli.interpret.encode import stack_images
+        from viscoin_cli.metrics.ground_truth import PROBE_IMAGES, PROBE_RESOLUTION, probe_inputs
+
+        data = self.dataset(split)
+        attributes, _ = self.attribute_labels(split)
+        indices = torch.arange(len(data))
+        if len(data) > PROBE_IMAGES:
+            generator = torch.Generator().manual_seed(self.settings.seed)
+            indices = torch.randperm(len(data), generator=generator)[:PROBE_IMAGES].sort().values
+        resolution = min(PROBE_RESOLUTION, int(self.facts.get("resolution") or PROBE_RESOLUTION))
+        parts = [
+            probe_inputs(stack_images(data, chunk.tolist()), resolution)
+            for chunk in indices.split(self.settings.batch_size)
+        ]
+        return torch.cat(parts), {name: labels[indices] for name, labels in attributes.items()}
+
     @property
     def vis_method(self) -> str:
         """How visualization_fid visualises: as asked, else VisCoIN's renders or the baselines' AM (the paper's)."""
@@ -407,11 +488,16 @@ class Evaluation:
 
     def optional_keys(self, metrics: Sequence[str]) -> set[str]:
         """The numeric keys of the metrics outside `all` (checks.expected_keys knows the others)."""
+        keys: set[str] = set()
+        if "ground_truth" in metrics:
+            from viscoin_cli.metrics.ground_truth import result_keys
+
+            keys |= result_keys(self.attribute_labels("test")[1], render=self.settings.render_samples > 0)
         if "visualization_fid" not in metrics:
-            return set()
+            return keys
         names = {"fid", "pairs", "relevant_pairs", "threshold", "visualizations", "samples"}
         names.add("am_steps" if self.vis_method == "am" else "lambda")
-        return {f"visualization_fid.{name}" for name in names}
+        return keys | {f"visualization_fid.{name}" for name in names}
 
     def run(self, metrics: Sequence[str]) -> dict[str, Any]:
         """Compute the metrics in order; their results keyed by name (times go to `self.seconds`)."""
