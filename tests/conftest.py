@@ -25,24 +25,25 @@ TINY_G = dict(
 )
 
 
-def save_tiny_classifier(path: Path, resolution: int = 16, seed: int = 0) -> Path:
-    """A random-init narrow ResNet18 for 10 digit classes, saved as a classifier checkpoint."""
+def save_tiny_classifier(path: Path, resolution: int = 16, seed: int = 0, dataset: dict | None = None) -> Path:
+    """A random-init narrow ResNet18 for the classes of `dataset` (facts; default digits' 10), saved as a
+    classifier checkpoint."""
     from viscoin_cli.nets.classifier import Classifier
 
     torch.manual_seed(seed)
-    f = Classifier("resnet18", 10, width=4, stem="small")
-    facts = {**DIGITS_FACTS, "resolution": resolution}
+    facts = {**(dataset or DIGITS_FACTS), "resolution": resolution}
+    f = Classifier("resnet18", facts["num_classes"], width=4, stem="small")
     return save_checkpoint(path, f.state_dict(), kind="classifier", config=f.config, dataset=facts)
 
 
-def save_tiny_generator(path: Path, resolution: int = 16, seed: int = 0) -> Path:
-    """A random-init `TINY_G` at `resolution`, saved as a generator checkpoint."""
+def save_tiny_generator(path: Path, resolution: int = 16, seed: int = 0, dataset: dict | None = None) -> Path:
+    """A random-init `TINY_G` at `resolution`, saved as a generator checkpoint (of `dataset`'s facts)."""
     from viscoin_cli.nets.stylegan2 import Generator
 
     torch.manual_seed(seed)
     config = {**TINY_G, "img_resolution": resolution}
     G = Generator(**config)
-    facts = {**DIGITS_FACTS, "resolution": resolution}
+    facts = {**(dataset or DIGITS_FACTS), "resolution": resolution}
     return save_checkpoint(path, G.state_dict(), kind="generator", config=config, dataset=facts)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, save_tiny_classifier, save_tiny_generator
 
 from viscoin_cli.io.checkpoint import read_meta
 
@@ -110,3 +110,24 @@ def test_a_failing_stage_stops_with_its_own_error(tiny_model, tmp_path):
     )  # fmt: skip
     line = assert_one_line_error(result)
     assert "missing.safetensors" in line
+
+
+@pytest.mark.slow
+def test_shapes_runs_end_to_end_like_digits(tmp_path):
+    """--dataset shapes through every stage (tiny f and G for its 8 classes, 2 iterations)."""
+    from viscoin_cli.data.shapes import CLASS_NAMES
+
+    facts = {"name": "shapes", "class_names": list(CLASS_NAMES), "num_classes": len(CLASS_NAMES), "channels": 3}
+    f = save_tiny_classifier(tmp_path / "f.safetensors", dataset=facts)
+    G = save_tiny_generator(tmp_path / "G.safetensors", dataset=facts)
+    out = tmp_path / "run"
+    result = run_cli(
+        "pipeline", "--dataset", "shapes", "--classifier", f, "--generator", G, "--iterations", "2",
+        "--concepts", "4", *READING, "--out", out, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert all(summary["stages"][name]["status"] == "done" for name in list(summary["stages"])[2:])
+    model = read_meta(out / "viscoin" / "latest.safetensors", kind="viscoin")
+    assert model.dataset["name"] == "shapes" and model.dataset["class_names"] == list(CLASS_NAMES)
+    assert "<html" in (out / "report" / "index.html").read_text().lower()
