@@ -50,12 +50,18 @@ def model_device(model) -> torch.device:
 
 @torch.no_grad()
 def render_scaled_maps(
-    model, concept_maps: torch.Tensor, support: torch.Tensor, scales: torch.Tensor, batch_size: int = 64
+    model,
+    concept_maps: torch.Tensor,
+    support: torch.Tensor,
+    scales: torch.Tensor,
+    batch_size: int = 64,
+    predict: bool = True,
 ) -> Rendered:
     """Render each sample with its concept maps scaled by its row of `scales` [N, K] and predict on it.
 
-    concept_maps [N, K, h, w] and support [N, S] as `Encoded` holds them; the work runs in chunks of
-    `batch_size` on the model's device, the results come back in fp32 on the CPU.
+    concept_maps [N, K, h, w] and support [N, S] as `Encoded` holds them (never modified); the work runs in
+    chunks of `batch_size` on the model's device, the results come back in fp32 on the CPU. `predict=False`
+    renders only (the probabilities are then empty [N, 0]).
     """
     device = model_device(model)
     images, g_probs, f_probs = [], [], []
@@ -64,10 +70,14 @@ def render_scaled_maps(
         lam = scales[first : first + batch_size].to(device=device, dtype=maps.dtype)
         rendered = model.render(maps * lam[:, :, None, None], support[first : first + batch_size].to(device))
         rendered = rendered.float().clamp(-1, 1)
-        out = model.encode(rendered)  # g's logits and f's from one pass of f
-        g_probs.append(F.softmax(out.logits.float(), dim=1).cpu())
-        f_probs.append(F.softmax(out.f_logits.float(), dim=1).cpu())
         images.append(rendered.cpu())
+        if predict:
+            out = model.encode(rendered)  # g's logits and f's from one pass of f
+            g_probs.append(F.softmax(out.logits.float(), dim=1).cpu())
+            f_probs.append(F.softmax(out.f_logits.float(), dim=1).cpu())
+    if not predict:
+        nothing = torch.zeros(len(concept_maps), 0)
+        return Rendered(torch.cat(images), nothing, nothing)
     return Rendered(torch.cat(images), torch.cat(g_probs), torch.cat(f_probs))
 
 

@@ -32,7 +32,7 @@ from PIL import Image
 from viscoin_cli.data.images import ImageDataset
 from viscoin_cli.interpret.am import AMResult, AMSettings, maximize_concepts
 from viscoin_cli.interpret.amplify import amplify, top_activating
-from viscoin_cli.interpret.edit import render_edit
+from viscoin_cli.interpret.edit import render_edit, render_scaled_maps
 from viscoin_cli.interpret.encode import Encoded, stack_images
 from viscoin_cli.interpret.relevance import relevance_tables, top_concepts
 from viscoin_cli.io.images import save_grid, upscale_factor
@@ -164,21 +164,12 @@ def relevant_pairs(relevance: torch.Tensor, threshold: float, count: int, seed: 
     return [divmod(int(i), relevance.shape[1]) for i in flat]
 
 
-@torch.no_grad()
-def render_scaled(
-    model, encoded: Encoded, concepts: torch.Tensor, lam: float, batch_size: int, device: torch.device
-) -> torch.Tensor:
+def render_scaled(model, encoded: Encoded, concepts: torch.Tensor, lam: float, batch_size: int) -> torch.Tensor:
     """x̃_λ [N, C, H, W] in [-1, 1] (CPU) of each encoded sample with its own concept `concepts[i]` scaled by λ:
     many (sample, concept) pairs in one batch, where `amplify` scales one concept for all samples."""
-    images = []
-    for first in range(0, len(encoded), batch_size):
-        maps = encoded.concept_maps[first : first + batch_size].to(device)
-        rows = torch.arange(len(maps), device=device)
-        chosen = concepts[first : first + batch_size].to(device)
-        maps[rows, chosen] = maps[rows, chosen] * lam
-        rendered = model.render(maps, encoded.support[first : first + batch_size].to(device))
-        images.append(rendered.float().clamp(-1, 1).cpu())
-    return torch.cat(images)
+    scales = torch.ones(len(encoded), encoded.pooled.shape[1])
+    scales[torch.arange(len(encoded)), concepts.cpu()] = lam
+    return render_scaled_maps(model, encoded.concept_maps, encoded.support, scales, batch_size, predict=False).images
 
 
 @dataclass

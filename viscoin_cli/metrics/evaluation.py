@@ -477,7 +477,7 @@ class Evaluation:
                 chunk, chosen = indices[first : first + size], concepts[first : first + size]
                 if am is None:
                     with self.rt.autocast():
-                        images = render_scaled(self.model, test.subset(chunk), chosen, VIS_LAMBDA, size, device)
+                        images = render_scaled(self.model, test.subset(chunk), chosen, VIS_LAMBDA, size)
                 else:
                     starts = stack_images(self.dataset("test"), chunk.tolist())
                     images = maximize_concepts(self.model, starts, chosen, am, seed=self.settings.seed + first).images
