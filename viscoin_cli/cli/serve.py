@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -77,7 +78,13 @@ def serve(
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
-        pass
+        # Ctrl-C: nothing is left to save, so leave at once. A normal interpreter exit after torch ran in the
+        # handler threads can abort in C++ ("terminate called without an active exception") or hang in a
+        # thread pool's teardown (seen under load), which would turn a clean stop into a crash.
+        server.server_close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     finally:
         server.server_close()
 
