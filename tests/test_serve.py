@@ -398,8 +398,17 @@ def test_a_host_other_than_loopback_is_warned_about(monkeypatch):
     assert "http://127.0.0.1:" in result.stdout
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a job started with `&` by a script inherits
+
+
 @pytest.mark.slow
-def test_the_command_prints_its_url_serves_and_stops_on_ctrl_c():
+@pytest.mark.parametrize(
+    ("stop", "inherited"),
+    [(signal.SIGINT, None), (signal.SIGINT, _ignore_sigint), (signal.SIGTERM, None)],
+    ids=["ctrl-c", "ctrl-c-inherited-ignored", "sigterm"],
+)
+def test_the_command_prints_its_url_serves_and_stops_on_ctrl_c(stop, inherited):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [str(VISCOIN), "serve", "--port", "0", "--device", "cpu", "--top-k", "3"],
@@ -407,6 +416,7 @@ def test_the_command_prints_its_url_serves_and_stops_on_ctrl_c():
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=inherited,
     )
     try:
         line = process.stdout.readline()
@@ -418,7 +428,7 @@ def test_the_command_prints_its_url_serves_and_stops_on_ctrl_c():
         assert response.status == 200 and json.loads(response.read())["top_k"] == 3
         connection.close()
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr

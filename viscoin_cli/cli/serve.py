@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import Annotated
+import threading
+from typing import Annotated, Any
 
 import typer
 
@@ -75,6 +77,7 @@ def serve(
         print_json({"url": server.url, "model": str(facts.path), "top_k": explorer.top_k})
     else:
         print(f"VisCoIN explorer of {facts.path.name}: {server.url} (Ctrl-C to stop)", flush=True)
+    previous = _stop_on_signals()
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
@@ -87,6 +90,21 @@ def serve(
         os._exit(0)
     finally:
         server.server_close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Ctrl-C (SIGINT) and SIGTERM stop the server as KeyboardInterrupt, whatever this process inherited: a
+    command started in the background of a script inherits SIGINT *ignored*, and Python then never raises
+    KeyboardInterrupt. Returns the previous handlers, to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers (an in-process caller on another thread)
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _bind(host: str, port: int):
