@@ -117,6 +117,8 @@ def explain(
     subjects = _subjects(facts, loaded, files, indices, folder, found)
     k = min(top_k, facts.num_concepts)
 
+    import torch
+
     from viscoin_cli.interpret.cards import write_card
     from viscoin_cli.interpret.explanation import explain_images
     from viscoin_cli.io.images import upscale_factor
@@ -135,8 +137,6 @@ def explain(
                     readable.append(subject)
                     pictures.append(picture)
             if readable:
-                import torch
-
                 explanations = explain_images(
                     loaded.model,
                     torch.stack(pictures),

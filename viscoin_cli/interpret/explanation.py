@@ -24,6 +24,7 @@ from viscoin_cli.runtime import Runtime
 
 STRIP = (0.0, 1.0, 2.0, 4.0)  # the λ of a concept's strip; 0 and 2 are also the "zeroed" and "doubled" edits
 EDITS = (0.0, 2.0, 4.0)  # the strip's renders besides λ = 1, which is x̃ for every concept
+ZEROED, DOUBLED = EDITS.index(0.0), EDITS.index(2.0)  # where the zeroed and doubled renders sit among them
 TOP_PREDICTIONS = 3  # classes listed per predictor
 COUNTERFACTUAL_POOL = 16  # the counterfactual removes concepts among the most relevant this many (r > 0)
 
@@ -90,7 +91,6 @@ def explain_images(
         base_g, base_f = float(plain.g_probabilities[row, c]), float(plain.f_probabilities[row, c])
         concepts = []
         for slot, concept in enumerate(top[row].tolist()):
-            zeroed, doubled = (EDITS.index(0.0), EDITS.index(2.0))
             concepts.append(
                 {
                     "rank": slot + 1,
@@ -99,10 +99,10 @@ def explain_images(
                     "activation": float(encoded.pooled[row, concept]),
                     "contribution": float(contribution[row, concept]),
                     "zeroed": effect(
-                        float(edited_g[row, slot, zeroed, c]), float(edited_f[row, slot, zeroed, c]), base_g, base_f
+                        float(edited_g[row, slot, ZEROED, c]), float(edited_f[row, slot, ZEROED, c]), base_g, base_f
                     ),
                     "doubled": effect(
-                        float(edited_g[row, slot, doubled, c]), float(edited_f[row, slot, doubled, c]), base_g, base_f
+                        float(edited_g[row, slot, DOUBLED, c]), float(edited_f[row, slot, DOUBLED, c]), base_g, base_f
                     ),
                 }
             )

@@ -56,6 +56,14 @@ def grid_array(
 GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
+def grid_format(path: Path) -> str:
+    """The format a picture at `path` is written in, by its suffix (a ValueError for any other suffix)."""
+    image_format = GRID_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"{path}: a grid is written as {', '.join(GRID_FORMATS)}")
+    return image_format
+
+
 def fit_text(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: float) -> str:
     """`text`, cut short with "…" so that it is at most `width` pixels wide in `font` ("" if even "…" is not)."""
     if font.getlength(text) <= width:
@@ -169,9 +177,7 @@ def save_array(grid: np.ndarray, path: str | os.PathLike) -> Path:
     from viscoin_cli.io.checkpoint import atomic_write
 
     path = Path(path)
-    image_format = GRID_FORMATS.get(path.suffix.lower())
-    if image_format is None:
-        raise ValueError(f"{path}: a grid is written as {', '.join(GRID_FORMATS)}")
+    image_format = grid_format(path)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     options = {"quality": 95} if image_format == "JPEG" else {}
     return atomic_write(path, lambda tmp: picture.save(tmp, format=image_format, **options))
@@ -191,8 +197,7 @@ def save_grid(
     """Write images as one grid (`columns` per row; default: as square as possible), atomically, in the
     format its suffix names (see GRID_FORMATS); each image upscaled `scale` times (nearest neighbour), with a
     title, column headers and row labels drawn around the grid when given (see label_grid)."""
-    if Path(path).suffix.lower() not in GRID_FORMATS:
-        raise ValueError(f"{path}: a grid is written as {', '.join(GRID_FORMATS)}")
+    grid_format(Path(path))  # a wrong suffix fails before the grid is drawn
     grid = labelled_grid(
         images, columns, padding, scale=scale, title=title, column_labels=column_labels, row_labels=row_labels
     )
