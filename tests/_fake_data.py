@@ -25,11 +25,24 @@ def write_image(path: Path, colour=(128, 128, 128), size=(24, 20), noise: bool =
     return path
 
 
-def write_cub(root: Path, classes: int = 2, train: int = 4, test: int = 2) -> Path:
+CUB_ATTRIBUTES = ["has_wing_color::red", "has_wing_color::green", "has_wing_color::blue", "has_size::small_(5_-_9_in)"]
+
+
+def cub_attribute_present(image_id: int, attribute_id: int, classes: int) -> bool:
+    """What `write_cub(attributes=True)` marks: wing colour k is present when the image's class colour has
+    channel k at full strength (several or none may be), size small for odd image ids."""
+    if attribute_id <= 3:
+        return COLOURS[(image_id - 1) % classes % len(COLOURS)][attribute_id - 1] == 255
+    return image_id % 2 == 1
+
+
+def write_cub(root: Path, classes: int = 2, train: int = 4, test: int = 2, attributes: bool = False) -> Path:
     """CUB_200_2011: images/<class>/*.jpg with images.txt, image_class_labels.txt, train_test_split.txt, ...
 
     `train` and `test` count images over all classes; image i (1-based) has class (i - 1) % classes, and the
-    first `train` images are the training split.
+    first `train` images are the training split. `attributes` adds the bird attribute files as the archive
+    lays them out: attributes.txt beside the folder, attributes/image_attribute_labels.txt in it (labels:
+    `cub_attribute_present`; image 1's rows carry the extra column some rows of the real file have).
     """
     names = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross", "004.Groove_billed_Ani"]
     names += [f"{i + 1:03d}.Bird_{i + 1}" for i in range(len(names), classes)]
@@ -48,6 +61,16 @@ def write_cub(root: Path, classes: int = 2, train: int = 4, test: int = 2) -> Pa
     (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
     (root / "classes.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(names)))
     (root / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
+    if attributes:
+        (root.parent / "attributes.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(CUB_ATTRIBUTES, 1)))
+        rows = []
+        for image_id in range(1, train + test + 1):
+            for attribute_id in range(1, len(CUB_ATTRIBUTES) + 1):
+                present = int(cub_attribute_present(image_id, attribute_id, classes))
+                extra = " 0" if image_id == 1 else ""
+                rows.append(f"{image_id} {attribute_id} {present}{extra} 3 12.5")
+        (root / "attributes").mkdir(exist_ok=True)
+        (root / "attributes" / "image_attribute_labels.txt").write_text("\n".join(rows) + "\n")
     return root
 
 

@@ -28,7 +28,7 @@ GROUND = "Ground truth"
 CHECKS = "Checks (CI)"
 METRIC_HELP = (
     "accuracy, reconstruction, faithfulness, consistency, all (those four), health (not in all: a diagnostic), "
-    "ground-truth (not in all: needs a dataset with attribute labels, e.g. shapes), visualization-fid (never in "
+    "ground-truth (not in all: needs a dataset with attribute labels: shapes, cub), visualization-fid (never in "
     "all: slow with AM), or a comma list."
 )
 KEYS_HELP = (
@@ -239,7 +239,8 @@ def evaluate(
     health (not in all): dead concepts (never active on the test split), duplicated ones (pooled activations
     correlated above --duplicate-threshold), how many concepts carry 80% of each class's positive relevance,
     and the share of test images where each concept is active; read off the encodings, seconds.
-    ground-truth (not in all; datasets with attribute labels, e.g. shapes): per attribute value, the concept
+    ground-truth (not in all; datasets with attribute labels: shapes, and cub with its attribute files, whose
+    attributes are multi-label: a value present or not, several per image): per attribute value, the concept
     whose pooled activation predicts it best (ROC AUC on the test split) and that AUC, how many values some
     concept captures (AUC ≥ --capture-threshold), and the render test: an attribute probe (a tiny CNN trained
     for seconds on the train split; its test accuracy is reported) reads the value off renders of

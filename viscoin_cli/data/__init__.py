@@ -111,6 +111,8 @@ def _load_split(
         resolution=resolution,
         augment=augment,
         skip_bad_images=skip_bad_images,
+        attributes=listing.attributes,
+        attribute_values=listing.attribute_values,
     )
 
 

@@ -62,7 +62,7 @@ class HoldoutSubset(ImageDataset):
         self.class_names, self.resolution, self.augment = list(base.class_names), base.resolution, base.augment
         self.channels, self.skipped = base.channels, base.skipped
         self.labels = [base.labels[p] for p in self.positions]
-        if hasattr(base, "attributes"):  # per-image generating factors (shapes) follow their images
+        if getattr(base, "attributes", None):  # per-image attribute labels (shapes, cub) follow their images
             rows = torch.tensor(self.positions, dtype=torch.long)
             self.attributes = {name: column[rows] for name, column in base.attributes.items()}
             self.attribute_values = {name: list(values) for name, values in base.attribute_values.items()}

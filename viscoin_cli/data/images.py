@@ -33,13 +33,16 @@ Box = tuple[float, float, float, float]  # (left, top, right, bottom) in 0-based
 
 @dataclass
 class Listing:
-    """What a layout module finds for one split: files, labels, class names, optional boxes."""
+    """What a layout module finds for one split: files, labels, class names, optional boxes and optional
+    per-image attribute labels (name -> [N] value indices or [N, V] 0/1, with each attribute's value names)."""
 
     root: Path
     files: list[Path]
     labels: list[int]
     class_names: list[str]
     boxes: list[Box] | None = None
+    attributes: dict[str, torch.Tensor] | None = None
+    attribute_values: dict[str, list[str]] | None = None
 
 
 class ImageDataset(Dataset):
@@ -205,6 +208,8 @@ class ImageFileDataset(ImageDataset):
         resolution: int,
         augment: bool,
         skip_bad_images: bool,
+        attributes: dict[str, torch.Tensor] | None = None,
+        attribute_values: dict[str, list[str]] | None = None,
     ):
         self.name, self.split, self.root = name, split, str(root)
         self.class_names, self.resolution, self.augment = list(class_names), resolution, augment
@@ -229,6 +234,10 @@ class ImageFileDataset(ImageDataset):
         self.files = [files[i] for i in keep]
         self.labels = [int(labels[i]) for i in keep]
         self.boxes = [boxes[i] for i in keep] if boxes is not None else None
+        if attributes and attribute_values:  # the ground-truth metric's labels follow the images kept
+            rows = torch.tensor(keep, dtype=torch.long)
+            self.attributes = {name: torch.as_tensor(column)[rows] for name, column in attributes.items()}
+            self.attribute_values = {name: list(names) for name, names in attribute_values.items()}
         self.skipped = len(bad)
         self.skip_bad_images = skip_bad_images
         if not self.files:

@@ -154,14 +154,15 @@ class Evaluation:
                 self.attribute_labels("train")
 
     def attribute_labels(self, split: str) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
-        """The split's attribute labels (name -> [N] value indices) and value names; a one-line error for a
-        dataset that records none."""
+        """The split's attribute labels (name -> [N] value indices, or [N, V] 0/1 for a multi-label attribute) and
+        value names; a one-line error for a dataset that records none."""
         data = self.dataset(split)
         attributes, values = getattr(data, "attributes", None), getattr(data, "attribute_values", None)
         if not attributes or not values:
             raise UserError(
                 f"dataset {self.facts.get('name')} has no attribute labels: ground-truth needs a dataset that "
-                "records them, e.g. shapes"
+                "records them: shapes, or cub with its attribute files (attributes/image_attribute_labels.txt and "
+                "attributes.txt)"
             )
         return {name: torch.as_tensor(attributes[name]).long() for name in values}, dict(values)
 

@@ -1,8 +1,10 @@
 """Ground truth: do a model's concepts find the attributes we know are in the images?
 
-On a dataset that records attribute labels (`dataset.attributes`: name -> [N] value indices, and
+On a dataset that records attribute labels (`dataset.attributes`: name -> labels, and
 `dataset.attribute_values`: name -> value names; e.g. shapes' shape, colour, pattern, ...), every
-(attribute, value) pair is a binary target, the value against the rest:
+(attribute, value) pair is a binary target, the value against the rest. An attribute's labels are [N] value
+indices when each image has exactly one value (shapes), or an [N, V] 0/1 matrix when an image may show several
+of its values or none (CUB's bird attributes: a wing may be brown and white); `value_present` reads both.
 - detection: each concept's pooled activation φ̄_k scores each target by its ROC AUC on the test split; the
   best concept per target is the model's concept for that value, and a target is captured when its best AUC
   reaches a threshold (0.9). An attribute's score is the mean over its values of their best AUC.
@@ -15,7 +17,7 @@ Needs no sklearn (it may cross-check the AUC in tests).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -81,6 +83,17 @@ def auc(scores: Any, positives: Any) -> float:
     return float(concept_aucs(scores, positives)[0, 0])
 
 
+def is_multilabel(labels: torch.Tensor) -> bool:
+    """[N, V] 0/1 labels (any number of values per image) rather than [N] value indices (exactly one)."""
+    return torch.as_tensor(labels).ndim == 2
+
+
+def value_present(labels: torch.Tensor, index: int) -> torch.Tensor:
+    """[N] bool: which images show value `index` of an attribute, from either kind of labels."""
+    labels = torch.as_tensor(labels)
+    return labels[:, index] != 0 if is_multilabel(labels) else labels == index
+
+
 def attribute_targets(values: Mapping[str, Sequence[str]]) -> list[Target]:
     """Every (attribute, value index), in the dataset's order."""
     return [(name, index) for name, names in values.items() for index in range(len(names))]
@@ -100,7 +113,7 @@ def attribute_auc(
     active when a value is absent is a concept for the other values, and those are targets too (for a
     2-valued attribute, AUC for one value = 1 - AUC for the other), so it is credited where it belongs."""
     targets = attribute_targets(values)
-    positives = torch.stack([torch.as_tensor(attributes[name]) == index for name, index in targets])
+    positives = torch.stack([value_present(attributes[name], index) for name, index in targets])
     aucs = concept_aucs(pooled, positives)  # [T, K]
     best_auc, best_concept = aucs.nan_to_num(-1.0).max(1)
     defined = ~aucs.isnan().all(1)
@@ -163,12 +176,19 @@ def probe_inputs(images: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 class AttributeProbe(nn.Module):
-    """A tiny CNN with one softmax head per attribute. Its features: three 3×3 conv layers, then a 2×2 average
-    pool (where: position) beside a global max (whether: a small striped object still fires)."""
+    """A tiny CNN with one head per attribute: a softmax over its values, or one sigmoid per value for a
+    multi-label attribute (`multilabel`). Its features: three 3×3 conv layers, then a 2×2 average pool (where:
+    position) beside a global max (whether: a small striped object still fires)."""
 
-    def __init__(self, values: Mapping[str, Sequence[str]], resolution: int = PROBE_RESOLUTION):
+    def __init__(
+        self,
+        values: Mapping[str, Sequence[str]],
+        resolution: int = PROBE_RESOLUTION,
+        multilabel: Collection[str] = (),
+    ):
         super().__init__()
         self.names = list(values)
+        self.multilabel = frozenset(multilabel)
         self.sizes = [len(values[name]) for name in self.names]
         self.resolution = resolution
         self.trunk = nn.Sequential(
@@ -188,13 +208,22 @@ class AttributeProbe(nn.Module):
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
-        """Per attribute, [N, values] probabilities on the CPU, a batch at a time on the probe's device."""
+        """Per attribute, [N, values] probabilities on the CPU (rows sum to 1, or one independent probability per
+        value for a multi-label attribute), a batch at a time on the probe's device."""
         device = next(self.parameters()).device
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.names}
         for chunk in images.split(batch_size):
             for name, logits in self(chunk.to(device)).items():
-                parts[name].append(logits.float().softmax(1).cpu())
+                logits = logits.float()
+                parts[name].append((logits.sigmoid() if name in self.multilabel else logits.softmax(1)).cpu())
         return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+    def shows(self, probabilities: torch.Tensor, name: str, index: int) -> torch.Tensor:
+        """[N] bool: does the probe read value `index` of attribute `name` (its most likely value; for a
+        multi-label attribute, a probability above one half)?"""
+        if name in self.multilabel:
+            return probabilities[:, index] > 0.5
+        return probabilities.argmax(1) == index
 
 
 def train_probe(
@@ -208,14 +237,22 @@ def train_probe(
     device: torch.device | str = "cpu",
 ) -> AttributeProbe:
     """An `AttributeProbe` fitted on `images` [N, 3, R, R] (the train split's; resized to at most
-    PROBE_RESOLUTION) for every attribute at once (the sum of the heads' cross-entropies), with Adam for a fixed
-    number of steps: seconds on a CPU. Seeded; the global random state is left as it was."""
+    PROBE_RESOLUTION) for every attribute at once (the sum of the heads' cross-entropies; binary ones, summed
+    over the values, for a multi-label attribute), with Adam for a fixed number of steps: seconds on a CPU.
+    Seeded; the global random state is left as it was."""
     resolution = min(PROBE_RESOLUTION, images.shape[-1])
     inputs = probe_inputs(images, resolution)
     labels = {name: torch.as_tensor(attributes[name]).long() for name in values}
+    multilabel = [name for name in values if is_multilabel(labels[name])]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        probe = AttributeProbe(values, resolution).to(device)
+        probe = AttributeProbe(values, resolution, multilabel).to(device)
+
+    def head_loss(name: str, logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        if name in probe.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, truth.float(), reduction="sum") / len(truth)
+        return F.cross_entropy(logits, truth)
+
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(probe.parameters(), lr=PROBE_LR)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -223,7 +260,7 @@ def train_probe(
     for _ in range(steps):
         batch = torch.randint(len(inputs), (min(batch_size, len(inputs)),), generator=generator)
         outputs = probe(inputs[batch].to(device))
-        loss = sum(F.cross_entropy(outputs[name], labels[name][batch].to(device)) for name in probe.names)
+        loss = sum(head_loss(name, outputs[name], labels[name][batch].to(device)) for name in probe.names)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -235,11 +272,17 @@ def probe_accuracy(
     probe: AttributeProbe, images: torch.Tensor, attributes: Mapping[str, torch.Tensor]
 ) -> dict[str, dict[str, float]]:
     """Per attribute: the probe's accuracy on `images` (the test split's) and the majority value's share, the
-    accuracy of always guessing it, so a reader sees whether the probe learned anything to trust."""
+    accuracy of always guessing it, so a reader sees whether the probe learned anything to trust. For a
+    multi-label attribute both are per (image, value) decision: present or not."""
     probabilities = probe.probabilities(images)
     accuracy, majority = {}, {}
     for name in probe.names:
         truth = torch.as_tensor(attributes[name]).long()
+        if name in probe.multilabel:
+            accuracy[name] = float(((probabilities[name] > 0.5) == (truth != 0)).double().mean())
+            share = (truth != 0).double().mean(0)
+            majority[name] = float(torch.maximum(share, 1 - share).mean())
+            continue
         accuracy[name] = float((probabilities[name].argmax(1) == truth).double().mean())
         majority[name] = int(truth.bincount().max()) / len(truth)
     return {"accuracy": accuracy, "majority": majority}
@@ -292,7 +335,7 @@ def render_test(
     generator = torch.Generator().manual_seed(seed)
     chosen: dict[Target, torch.Tensor] = {}
     for name, index in matches:
-        absent = (torch.as_tensor(attributes[name]) != index).nonzero().flatten()
+        absent = (~value_present(attributes[name], index)).nonzero().flatten()
         order = torch.randperm(len(absent), generator=generator)[:samples]
         chosen[(name, index)] = absent[order].sort().values
     union = torch.unique(torch.cat(list(chosen.values()))) if chosen else torch.zeros(0, dtype=torch.long)
@@ -312,12 +355,13 @@ def render_test(
         )
         up = probe.probabilities(rendered)[name]
         before = plain[name][position[indices]]
-        flipped = (up.argmax(1) == index) & (before.argmax(1) != index)
+        shows_up, shown_before = probe.shows(up, name, index), probe.shows(before, name, index)
+        flipped = shows_up & ~shown_before
         results[(name, index)] = {
             "samples": len(indices),
             "flip_rate": float(flipped.double().mean()),
             "probability_gain": float((up[:, index] - before[:, index]).double().mean()),
-            "baseline_rate": float((before.argmax(1) == index).double().mean()),
+            "baseline_rate": float(shown_before.double().mean()),
         }
         if on_target is not None:
             on_target()
