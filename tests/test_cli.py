@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -355,47 +354,3 @@ def test_unknown_dataset(tmp_path):
 def test_bad_device(tmp_path):
     line = assert_one_line_error(run_cli("pretrain-classifier", *TINY, "--device", "tpu", "--out", tmp_path / "o"))
     assert "tpu" in line
-
-
-# --- torchrun ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_torchrun_two_cpu_processes_only_rank0_writes(tmp_path):
-    out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "viscoin_cli",
-            "pretrain-classifier",
-            *TINY,
-            "--epochs",
-            "1",
-            "--out",
-            str(out),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout)  # exactly one JSON document: rank 1 printed nothing
-    assert summary["epochs"] == 1
-    assert sorted(p.name for p in out.iterdir()) == [
-        "best.safetensors",
-        "latest.safetensors",
-        "latest.state.safetensors",
-        "metrics.jsonl",
-        "options.json",
-    ]
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
-    assert json.loads((out / "options.json").read_text())["world_size"] == 2

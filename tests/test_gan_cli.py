@@ -81,7 +81,8 @@ RELEASE_OPTIONS = {
 }  # fmt: skip
 
 
-ADDED_OPTIONS = {"xflip_strength": 1.0}  # keys added since, with the value that keeps the released behaviour
+# keys added since, with the value that keeps the released behaviour
+ADDED_OPTIONS = {"xflip_strength": 1.0, "compile": False}
 
 
 def test_options_json_keeps_the_released_keys_and_values(gan_run):

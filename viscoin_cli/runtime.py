@@ -10,7 +10,8 @@ import contextlib
 import datetime
 import os
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,6 +20,10 @@ import torch.distributed as dist
 from viscoin_cli.errors import UserError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# A test hook, not a user option: the process of this rank raises a UserError instead of joining its first
+# `all_reduce_sum`, so the tests can check that one failing process ends a torchrun run without a hang.
+FAIL_RANK = "VISCOIN_FAIL_RANK"
+QUIET_WAIT_S = 10  # how long a process that leaves the report to another waits for torchrun to end it
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,11 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # the stream every process draws alike (`reseed`, `shard_randn`), on the device
+    shared_rng: torch.Generator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shared_rng", torch.Generator(self.device))
 
     @property
     def is_main(self) -> bool:
@@ -56,6 +66,18 @@ class Runtime:
     def loader_generator(self, epoch: int = 0) -> torch.Generator:
         """A generator for DataLoader shuffling and worker seeds that depends only on (seed, epoch, rank)."""
         return torch.Generator().manual_seed(seed_for(self.seed, epoch, self.rank))
+
+    def reseed(self, *parts: int) -> None:
+        """Seed this process's generators from (parts, rank) and the shared stream from `parts` alone."""
+        seed_everything(seed_for(*parts, self.rank))
+        self.shared_rng.manual_seed(seed_for(*parts))
+
+    def shard_randn(self, n: int, *shape: int) -> torch.Tensor:
+        """This process's `n` rows of `n * world_size` normal draws from the shared stream (every
+        `world_size`-th row from its rank, as the real images are dealt): W processes draw together what one
+        process draws for the same global batch, in the same groups (D's minibatch-std groups included)."""
+        rows = torch.randn(n * self.world_size, *shape, generator=self.shared_rng, device=self.device)
+        return rows[self.rank :: self.world_size]
 
 
 def seed_for(*parts: int) -> int:
@@ -141,12 +163,50 @@ def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
     """Sum a few numbers over all processes (identity for a single process)."""
     if not rt.distributed:
         return list(values)
+    if os.environ.get(FAIL_RANK) == str(rt.rank):
+        raise UserError(f"{FAIL_RANK}={rt.rank}: this process failed on purpose (a test hook)")
     tensor = torch.tensor(values, dtype=torch.float64, device=rt.device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def reports_failure(rt: Runtime | None) -> bool:
+    """Whether this process reports the error it ends on; the others leave it to the one that does.
+
+    Under torchrun one process's error ends them all: the others then fail too (a collective loses its peer)
+    or raise the same error (every process checks the same options), and each would print it. Through the
+    rendezvous store the first process to fail claims the report. Before the process group exists (`rt`
+    None) every process runs the same command line into the same error: rank 0 reports it. A process that
+    does not report waits a while before it leaves, so that torchrun, which stops every process once one
+    fails, does not stop the reporter before it has printed.
+    """
+    if rt is None or not rt.distributed:
+        first = int(os.environ.get("RANK", "0")) == 0
+    else:
+        try:
+            first = dist.distributed_c10d._get_default_store().add("viscoin/failed", 1) == 1
+        except Exception:  # no store to ask (torchrun has gone): better twice than never
+            first = True
+    if not first:
+        time.sleep(QUIET_WAIT_S)
+    return first
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DDP / torch.compile wrapper."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
+
+
+def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """`torch.compile(module)` for --compile, else `module` itself: the one place the training commands compile.
+
+    The compiled wrapper shares the module's parameters and buffers, so optimisers, EMA and checkpoints keep
+    using the module itself. Inductor's pattern matcher is off: in torch 2.x it rewrites add(b, mm(x, W),
+    alpha=g) as addmm(b, x, W), dropping alpha, which is how bias_act applies the gain of StyleGAN2's fully
+    connected layers (D's logits came out scaled by 1/√2). Compiled code cannot be differentiated twice (R1,
+    path length): callers keep the eager module for those passes.
+    """
+    if not enabled:
+        return module
+    return torch.compile(module, options={"pattern_matcher": False})

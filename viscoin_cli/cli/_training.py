@@ -16,7 +16,7 @@ import typer
 from viscoin_cli.choices import Precision
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli._groups import TrainingData, TrainingRun
-from viscoin_cli.errors import UserError
+from viscoin_cli.errors import UserError, one_line
 
 
 def typed_fields(
@@ -52,7 +52,7 @@ def run_training(
     and before options.json is written; `parsers` turn option texts into field values ("30,60" → [30, 60]).
     """
     from viscoin_cli.console import make_console, print_json
-    from viscoin_cli.runtime import setup_runtime, shutdown_runtime
+    from viscoin_cli.runtime import reports_failure, setup_runtime, shutdown_runtime
     from viscoin_cli.training.run import open_run
 
     values: dict[str, Any] = {}
@@ -61,18 +61,18 @@ def run_training(
             values.update(vars(value))
         elif key not in ("ctx", "run"):
             values[key] = value
-    given = typed_fields(ctx, values, parsers or {})
-    resume = run.resume
-    if resume is None:
-        config = config_type.create(given)
-    elif not (Path(resume) / "options.json").is_file():
-        raise UserError(f"--resume {resume}: no run to resume (options.json missing)")
-    else:
-        config = config_type.resume(Path(resume) / "options.json", given)
-    rt = setup_runtime(device=run.device, precision=run.precision, seed=config.seed)
-    console = make_console(quiet=run.quiet, enabled=rt.is_main)
-    folder = None
+    rt = folder = None
     try:
+        given = typed_fields(ctx, values, parsers or {})
+        resume = run.resume
+        if resume is None:
+            config = config_type.create(given)
+        elif not (Path(resume) / "options.json").is_file():
+            raise UserError(f"--resume {resume}: no run to resume (options.json missing)")
+        else:
+            config = config_type.resume(Path(resume) / "options.json", given)
+        rt = setup_runtime(device=run.device, precision=run.precision, seed=config.seed)
+        console = make_console(quiet=run.quiet, enabled=rt.is_main)
         folder, resuming = open_run(  # locks the folder (one run per folder) until folder.close() below
             rt, out=run.out, resume=resume, force=run.force, default_name=f"{name}-{config.dataset}"
         )
@@ -87,10 +87,18 @@ def run_training(
         if rt.is_main:
             config.write(folder.options)
         summary = train(config, folder, rt, console, resume=resuming)
-    finally:
+    except (Exception, KeyboardInterrupt) as err:
+        # Under torchrun one process's error ends the run: one process reports it (as any command's error is
+        # reported), the others leave quietly; torchrun stops whichever still wait in a collective.
         if folder is not None:
             folder.close()
-        shutdown_runtime(rt)
+        if not reports_failure(rt):
+            raise SystemExit(1) from None
+        if rt is not None and rt.distributed and not rt.is_main and isinstance(err, UserError):
+            raise UserError(f"rank {rt.rank}: {one_line(err)}") from None
+        raise
+    folder.close()
+    shutdown_runtime(rt)
     if not rt.is_main:
         return
     if run.json_out:

@@ -134,6 +134,7 @@ def finetune_gan(
     fid_images: Annotated[
         int, typer.Option(min=2, help="Generated images per FID (reals: up to as many).", rich_help_panel=FID)
     ] = 2000,
+    compile: o.Compile = False,
     seed: o.Seed = 0,
     run: TrainingRun = TRAINING_RUN,
 ) -> None:

@@ -94,6 +94,7 @@ def train(
     grid_every: Annotated[
         int, typer.Option(min=1, help="Iterations between reconstruction grids.", rich_help_panel=LOG)
     ] = 1000,
+    compile: o.Compile = False,
     seed: o.Seed = 0,
     run: TrainingRun = TRAINING_RUN,
 ) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from viscoin_cli.choices import Arch, Optimizer, Stem
 from viscoin_cli.console import Progress, format_metrics
@@ -23,7 +23,7 @@ from viscoin_cli.io.checkpoint import copy_checkpoint, load_state, save_checkpoi
 from viscoin_cli.nets.classifier import Classifier, load_initial_weights
 from viscoin_cli.runtime import Runtime, all_reduce_sum, seed_everything, seed_for, seed_worker, unwrap
 from viscoin_cli.training.config import TrainConfig
-from viscoin_cli.training.run import RunFolder
+from viscoin_cli.training.run import EpochShard, RunFolder, SeededItems
 
 # Paper App. B.2 for the real datasets (ResNet50 from ImageNet weights). digits is the embedded
 # default: a narrow ResNet18 with a 32-px stem trained from scratch, ~99% test accuracy in minutes on a CPU;
@@ -180,10 +180,10 @@ def train_classifier(
     if len(train_set) < cfg.batch_size:
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the training split ({len(train_set)} images)")
 
-    train_sampler = DistributedSampler(train_set, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    train_sampler = EpochShard(train_set, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader_kw = dict(num_workers=cfg.workers, pin_memory=rt.device.type == "cuda", worker_init_fn=seed_worker)
     train_loader = DataLoader(
-        train_set,
+        SeededItems(train_set),
         per_rank_batch,
         sampler=train_sampler,
         drop_last=True,

@@ -28,7 +28,7 @@ from viscoin_cli.io.checkpoint import CheckpointMeta, load_state, parent_record,
 from viscoin_cli.io.images import save_grid
 from viscoin_cli.nets.classifier import load_classifier
 from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput
-from viscoin_cli.runtime import Runtime, all_reduce_sum
+from viscoin_cli.runtime import Runtime, all_reduce_sum, maybe_compile
 from viscoin_cli.shipped import default_parent
 from viscoin_cli.training.config import TrainConfig
 from viscoin_cli.training.run import RunFolder, tick_loader
@@ -46,8 +46,9 @@ class ConceptTrainConfig(TrainConfig):
     lr: float = 1e-4
     log_every: int = 100
     grid_every: int = 1000
+    compile: bool = False  # torch.compile the model's forward (`maybe_compile`)
 
-    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"iterations", "log_every", "grid_every"})
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"iterations", "log_every", "grid_every", "compile"})
     FLAGS: ClassVar[dict[str, str]] = {"num_concepts": "--concepts"}
     LENGTH: ClassVar[str | None] = "iterations"
 
@@ -208,7 +209,7 @@ def train_concept_model(
         if rt.is_main:
             run.truncate_metrics("step", step)
         console.print(f"resuming {run} at iteration {step}/{cfg.iterations}")
-    net = DistributedDataParallel(model) if rt.distributed else model
+    net = maybe_compile(DistributedDataParallel(model) if rt.distributed else model, cfg.compile)
     n_real = cfg.real_batch // rt.world_size
     if n_real < 1:
         raise UserError(f"--real-batch {cfg.real_batch} must be at least 1 per process ({rt.world_size})")

@@ -53,9 +53,10 @@ class FlaemTraining(BaselineTraining):
         config = {"num_concepts": cfg.num_concepts, "resolution": self.train_set.resolution}
         self.model = FLAEM(self.f, config).to(rt.device)
         self.weights = FlaemWeights(cfg.fidelity_weight, cfg.concept_weight, cfg.sparsity_weight)
+        self.world_size = rt.world_size
 
     def objective(self, out: ConceptOutput, reals: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return flaem_loss(
+        loss, terms = flaem_loss(
             images=reals,
             recon=out.recon.float(),
             concepts=out.pooled.float(),
@@ -63,3 +64,10 @@ class FlaemTraining(BaselineTraining):
             f_logits=out.f_logits.float(),
             weights=self.weights,
         )
+        if self.world_size > 1:
+            # L_sp sums over the batch and DDP averages the processes' gradients: W times a process's share
+            # of the sum makes that average the global batch's, as one process computes it
+            extra = (self.world_size - 1) * terms["sparsity"]
+            loss = loss + self.weights.concept * self.weights.sparsity * extra
+            terms = {**terms, "sparsity": terms["sparsity"] + extra}
+        return loss, terms

@@ -66,7 +66,7 @@ from viscoin_cli.nets.stylegan2 import (
     MappingNetwork,
     SynthesisNetwork,
 )
-from viscoin_cli.runtime import Runtime, all_reduce_sum
+from viscoin_cli.runtime import Runtime, all_reduce_sum, maybe_compile
 from viscoin_cli.training.config import TrainConfig
 from viscoin_cli.training.losses import StyleGAN2Loss
 from viscoin_cli.training.run import RunFolder, tick_loader
@@ -175,8 +175,9 @@ class GanConfig(TrainConfig):
     fid_classifier: str | None = None
     inception_weights: str | None = None
     fid_images: int = 2000
+    compile: bool = False  # torch.compile G's synthesis and D (`maybe_compile`)
 
-    RESUMABLE: ClassVar[frozenset[str]] = frozenset(  # the length of training, logging and FID tracking
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset(  # the length of training, logging, FID tracking, --compile
         (
             "kimg",
             "snap",
@@ -186,6 +187,7 @@ class GanConfig(TrainConfig):
             "fid_classifier",
             "inception_weights",
             "fid_images",
+            "compile",
         )
     )
     LENGTH: ClassVar[str | None] = "kimg"
@@ -395,6 +397,27 @@ class Phase:
                 param.requires_grad_(flag)
 
 
+class CompiledMainPasses(torch.nn.Module):
+    """`module`, torch.compile'd for the main phases and eager (`eager` True) for the regularisation phases:
+    R1 and path length differentiate D and G's synthesis twice, which compiled code cannot. The compiled
+    wrapper shares the module's tensors: optimisers, EMA and checkpoints use the module itself."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+        self.compiled = maybe_compile(module, True)
+        self.eager = False
+
+    @staticmethod
+    def select(modules: list[CompiledMainPasses], phase: Phase) -> None:
+        """Eager for a regularisation phase (Greg, Dreg), compiled otherwise."""
+        for module in modules:
+            module.eager = phase.name.endswith("reg")
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return (self.module if self.eager else self.compiled)(*args, **kwargs)
+
+
 def lazy_adam(params, lr: float, interval: int | None) -> torch.optim.Adam:
     """Adam(β₁ 0, β₂ 0.99, ε 1e-8); with a regularisation phase every `interval` minibatches, lr and betas
     are rescaled by c = interval/(interval+1) (lr·c, β^c), as k + 1 steps stand for k minibatches."""
@@ -424,6 +447,13 @@ class LossSums:
         for key, value in logged.items():
             self.sums[key] += value
             self.counts[key] += 1
+
+    def average(self, rt: Runtime) -> None:
+        """Average the sums over processes (each a mean over its share of the batch): a tick then logs the
+        global batch's losses, as one process would."""
+        totals = all_reduce_sum([value.item() for value in self.sums.values()], rt)
+        for key, total in zip(self.sums, totals, strict=True):
+            self.sums[key].fill_(total / rt.world_size)
 
     def mean(self, key: str) -> float:
         """The mean over the phases that logged it (0 when none did, e.g. loss_pl with --pl-weight 0)."""
@@ -678,10 +708,13 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
     phases = phases_for("G", opt_G, g_interval) + phases_for("D", opt_D, D_REG_INTERVAL)
     # DDP wraps what trains (NVIDIA: mapping, synthesis and D apart), then each phase turns on its own gradients.
     ddp = (lambda m: DistributedDataParallel(m, broadcast_buffers=False)) if rt.distributed else (lambda m: m)
+    # --compile: G's synthesis and D compiled for the main phases (the mapping network is small).
+    compiled = [CompiledMainPasses(G.synthesis), CompiledMainPasses(D)] if cfg.compile else []
+    synthesis, discriminator = compiled or (G.synthesis, D)
     loss = StyleGAN2Loss(
         ddp(G.mapping),
-        ddp(G.synthesis),
-        ddp(D),
+        ddp(synthesis),
+        ddp(discriminator),
         augment,
         style_mixing_prob=cfg.style_mixing,
         r1_gamma=gamma,
@@ -736,12 +769,13 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
                 if cfg.mirror:
                     flip = torch.rand(reals.shape[0], 1, 1, 1, device=rt.device) < 0.5
                     reals = torch.where(flip, reals.flip(3), reals)
-                all_gen_z = torch.randn(len(phases), per_rank, G.z_dim, device=rt.device)
+                all_gen_z = torch.stack([rt.shard_randn(per_rank, G.z_dim) for _ in phases])
 
                 # The phases: Gmain, Greg, Dmain, Dreg (or Gboth), each with its own optimiser step.
                 for phase, gen_z in zip(phases, all_gen_z, strict=True):
                     if batch_idx % phase.interval != 0:
                         continue
+                    CompiledMainPasses.select(compiled, phase)
                     logged = phase.run(loss, reals, gen_z)
                     if "real_logits" in logged:
                         ada.accumulate(logged.pop("real_logits"))
@@ -761,6 +795,7 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
 
         # --- tick: log, checkpoint, grid ---------------------------------------------------------------
         tick += 1
+        sums.average(rt)
         seconds = time.perf_counter() - t_tick
         shown = sums.counts["loss_G"] * batch  # images shown this tick (one Gmain or Gboth per minibatch)
         last = {

@@ -1,5 +1,5 @@
 """Run folders (where a training command writes, and how `--resume` finds its way back) and the
-resume-exact batch sampler the step-based trainers share.
+samplers the trainers share: resume-exact, and dealing one global batch to the processes of a torchrun.
 
 DIR/options.json               every resolved option of the run
 DIR/metrics.jsonl              one JSON object per logging step
@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.runtime import Runtime, seed_everything, seed_for, seed_worker
+from viscoin_cli.runtime import Runtime, seed_for, seed_worker
 
 try:
     import fcntl
@@ -249,12 +249,13 @@ def _share_outcome(rt: Runtime, prepare: Callable[[], None]) -> None:
 def tick_loader(
     dataset: Dataset, batch: int, steps: int, seed: int, tick: int, rt: Runtime, workers: int
 ) -> DataLoader:
-    """The real images of one tick (or block) of training: every generator re-seeded from (seed, tick, rank)
-    and a resume-exact sampler, so a resumed run draws what an uninterrupted one would."""
-    seed_everything(seed_for(seed, tick, rt.rank))
-    sampler = TickBatches(len(dataset), batch, steps, seed_for(seed, tick, rt.rank, 1))
+    """This process's `batch` real images per step of one tick (or block) of training: every generator
+    re-seeded from (seed, tick) and a resume-exact sampler, so a resumed run draws what an uninterrupted one
+    would, and W processes draw together the global batch one process would."""
+    rt.reseed(seed, tick)
+    sampler = TickBatches(len(dataset), batch, steps, seed_for(seed, tick, 0, 1), rt.rank, rt.world_size)
     return DataLoader(
-        dataset,
+        SeededItems(dataset),
         batch_sampler=sampler,
         num_workers=workers,
         pin_memory=rt.device.type == "cuda",
@@ -262,17 +263,50 @@ def tick_loader(
     )
 
 
-class TickBatches(Sampler[list[int]]):
-    """The real-image indices of one tick: uniform draws seeded by (seed, tick, rank), so data order
-    depends only on where training is, not on how it got there (resume-exact)."""
+class SeededItems(Dataset):
+    """`dataset` read as `[(index, seed)]`: each item's random augmentation comes from its own seed, not from
+    the process that loads it or what it loaded before, so an image is augmented alike whatever the number
+    of processes (and of DataLoader workers) that share the batch."""
 
-    def __init__(self, length: int, batch: int, steps: int, seed: int):
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class TickBatches(Sampler[list[tuple[int, int]]]):
+    """The real images of one tick: uniform draws of `batch * world_size` indices seeded by (seed, tick),
+    of which this process takes every `world_size`-th from its rank, each with its seed for `SeededItems`.
+    Data order depends only on where training is, not on how it got there (resume-exact) nor on how many
+    processes share it."""
+
+    def __init__(self, length: int, batch: int, steps: int, seed: int, rank: int = 0, world_size: int = 1):
         self.length, self.batch, self.steps, self.seed = length, batch, steps, seed
+        self.rank, self.world_size = rank, world_size
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed)
-        for _ in range(self.steps):
-            yield torch.randint(self.length, (self.batch,), generator=generator).tolist()
+        size = self.batch * self.world_size
+        for step in range(self.steps):
+            indices = torch.randint(self.length, (size,), generator=generator).tolist()
+            yield [(indices[k], seed_for(self.seed, step, k)) for k in range(self.rank, size, self.world_size)]
 
     def __len__(self) -> int:
         return self.steps
+
+
+class EpochShard(DistributedSampler):
+    """An epoch's shuffled order (one permutation whatever the number of processes), every `world_size`-th
+    item from this rank, each with its seed for `SeededItems` from its place in that order: W processes
+    taking B/W items a step take the B items one process takes, augmented alike."""
+
+    def __iter__(self):
+        for i, index in enumerate(super().__iter__()):
+            yield index, seed_for(self.seed, self.epoch, self.rank + i * self.num_replicas)

@@ -22,7 +22,7 @@ from viscoin_cli.nets.concept_model import ConceptOutput
 from viscoin_cli.nets.lpips import LPIPS
 from viscoin_cli.nets.stylegan2 import load_generator
 from viscoin_cli.nets.viscoin import VisCoIN, check_compatible
-from viscoin_cli.runtime import Runtime
+from viscoin_cli.runtime import Runtime, maybe_compile
 from viscoin_cli.shipped import default_parent
 from viscoin_cli.training.concepts import ConceptTrainConfig, load_splits
 from viscoin_cli.training.losses import LossWeights, viscoin_loss
@@ -117,6 +117,7 @@ class VisCoINTraining:
         self.G, _ = load_generator(cfg.generator, rt.device)
         config = {"num_concepts": cfg.num_concepts, "hidden": cfg.hidden, "support_ws": cfg.support_ws}
         self.model = VisCoIN(f, self.G, config).to(rt.device)
+        self.f_recon = maybe_compile(f, cfg.compile)  # f on x̃, with gradient: the step's other big forward
         self.lpips_net = LPIPS(cfg.lpips, cfg.lpips_weights).to(rt.device) if cfg.lpips != "none" else None
         self.weights = LossWeights(cfg.alpha, cfg.beta if self.lpips_net is not None else 0.0, cfg.gamma_rc, cfg.delta)
         self.lpips = str(cfg.lpips)
@@ -139,11 +140,11 @@ class VisCoINTraining:
         """Reals and G(z) fakes through Ψ, Θ, Ω, G; the fidelity to f needs no label."""
         model, G = self.model, self.G
         with torch.no_grad():
-            fakes = G(torch.randn(self.n_fake, G.z_dim, device=rt.device), None, noise_mode="const")
+            fakes = G(rt.shard_randn(self.n_fake, G.z_dim), None, noise_mode="const")
         images = torch.cat([reals, fakes.float()]) if self.n_fake else reals
         with rt.autocast():
             out = net(images)
-            f_logits_recon = model.f(out.recon)  # gradient flows through the frozen f into x̃
+            f_logits_recon = self.f_recon(out.recon)  # gradient flows through the frozen f into x̃
             loss, terms = viscoin_loss(
                 images=images,
                 recon=out.recon.float(),
