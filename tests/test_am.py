@@ -34,13 +34,14 @@ def _with_head(path: Path, kind: str, name: str, change) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_flint(tmp_path_factory) -> Path:
-    """A FLINT trained for 4 iterations against a random tiny f (16 px, K = 4), its head made non-negative:
-    4 iterations leave every concept counting against the one class predicted, so no pair would be relevant."""
+    """A FLINT trained for 4 iterations against a random tiny f (16 px, K = 8), its head made non-negative:
+    4 iterations leave every concept counting against the one class predicted, so no pair would be relevant.
+    K = 8, not 4: after 4 iterations some concept must be active on each of the AM test's start images."""
     folder = tmp_path_factory.mktemp("am-flint")
     f = save_tiny_classifier(folder / "f.safetensors")
     result = run_cli(
         "train", "--method", "flint", "--classifier", f, "--dataset", "digits", "--resolution", R,
-        "--concepts", "4", "--iterations", "4", "--real-batch", "4", "--out", folder / "run", *CPU, "--json",
+        "--concepts", "8", "--iterations", "4", "--real-batch", "4", "--out", folder / "run", *CPU, "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return _with_head(Path(json.loads(result.stdout)["model"]), "flint", "head.linear.weight", torch.abs)
@@ -66,13 +67,16 @@ def _objective(model, images: torch.Tensor, k: int, settings: AMSettings) -> tor
 @pytest.mark.parametrize("which", ["viscoin", "flint"])
 def test_am_raises_the_concept_and_leaves_the_model_alone(which, tiny_model, tiny_flint, images):
     """The random tiny models' activations are small (0.01-0.5), so FLINT's total variation weight (80) can
-    outweigh them in a few steps: the ascent is checked without it, then FLINT's whole objective with it."""
+    outweigh them in a few steps: the ascent is checked without the penalties and the jitter (a pure ascent),
+    then FLINT's whole objective with them."""
     model, _ = load_concept_model(tiny_model if which == "viscoin" else tiny_flint)
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     flags = [param.requires_grad for param in model.parameters()]
     model.train()  # AM must use eval mode (BatchNorm, dropout) and give the mode back
     k = _most_active_concept(model, images)
-    result = maximize_concepts(model, images, [k] * len(images), AMSettings(steps=8, tv_weight=0.0), batch_size=4)
+    result = maximize_concepts(
+        model, images, [k] * len(images), AMSettings(steps=8, tv_weight=0.0, bound_weight=0.0, jitter=0), batch_size=4
+    )
     assert (result.activation > result.start_activation).all(), (result.start_activation, result.activation)
     assert torch.equal(result.start, 0.5 * images)  # FLINT's start: the sample scaled by 0.5
     assert result.images.shape == images.shape and result.images.abs().max() <= 1
