@@ -47,6 +47,16 @@ def save_tiny_generator(path: Path, resolution: int = 16, seed: int = 0, dataset
     return save_checkpoint(path, G.state_dict(), kind="generator", config=config, dataset=facts)
 
 
+def save_random_alexnet(path: Path, seed: int = 0) -> Path:
+    """A random-init AlexNet's `features.*` weights where `--lpips-weights` reads them (nothing to download)."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    features = torchvision.models.alexnet().features.state_dict()
+    torch.save({f"features.{k}": v for k, v in features.items()}, path)
+    return path
+
+
 def run_cli(*args: object):
     """Invoke the real Typer app in-process; stdout and stderr are kept apart."""
     return CliRunner().invoke(app, [str(a) for a in args])

@@ -8,8 +8,7 @@ import math
 
 import pytest
 import torch
-import torchvision
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, save_random_alexnet
 
 from viscoin_cli.cli._parse import canonical_key
 from viscoin_cli.metrics.checks import expected_keys, flatten
@@ -274,9 +273,7 @@ def test_missing_model_is_a_one_line_error(tmp_path):
 def test_lpips_with_a_weights_file_and_a_ceiling(tiny_model, tmp_path):
     """--lpips-weights: LPIPS is computed (a random AlexNet here; 16 px images are upsampled for it), and
     --fail-over gates lower-is-better numbers."""
-    torch.manual_seed(0)
-    features = torchvision.models.alexnet().features.state_dict()
-    torch.save({f"features.{k}": v for k, v in features.items()}, tmp_path / "alexnet.pth")
+    save_random_alexnet(tmp_path / "alexnet.pth")
     result = run_cli(
         "evaluate", "reconstruction", "--model", tiny_model, "--device", "cpu", "--json",
         "--lpips-weights", tmp_path / "alexnet.pth", "--fail-over", "lpips=100", "--fail-over", "mse=0",

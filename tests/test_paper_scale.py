@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import save_random_alexnet
 from PIL import Image
 
 from viscoin_cli.io.checkpoint import read_meta, save_checkpoint
@@ -61,8 +62,6 @@ def _write_images(root: Path, per_split: dict[str, int]) -> None:
 
 def _save_parts(folder: Path) -> dict[str, Path]:
     """Random-init f (ResNet50), G (paper256) and an AlexNet file for LPIPS (no download offline)."""
-    import torchvision
-
     from viscoin_cli.nets.classifier import Classifier
     from viscoin_cli.nets.stylegan2 import Generator
 
@@ -72,11 +71,10 @@ def _save_parts(folder: Path) -> dict[str, Path]:
     f = Classifier("resnet50", len(CLASSES))
     G = Generator(**PAPER256_G)
     assert G.num_ws == 14
-    alexnet = {f"features.{k}": v for k, v in torchvision.models.alexnet().features.state_dict().items()}
     parts = {"f": folder / "f.safetensors", "G": folder / "G.safetensors", "alexnet": folder / "alexnet.pth"}
     save_checkpoint(parts["f"], f.state_dict(), kind="classifier", config=f.config, dataset=facts)
     save_checkpoint(parts["G"], G.state_dict(), kind="generator", config=PAPER256_G, dataset=facts)
-    torch.save(alexnet, parts["alexnet"])
+    save_random_alexnet(parts["alexnet"])
     return parts
 
 

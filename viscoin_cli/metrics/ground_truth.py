@@ -33,6 +33,7 @@ PROBE_IMAGES = 4000  # train (and test) images the probe is fitted (and scored) 
 PROBE_STEPS = 400
 PROBE_BATCH = 64
 PROBE_LR = 3e-3
+PRESENT = 0.5  # a multi-label probe reads a value as present above this probability
 
 Target = tuple[str, int]  # (attribute, value index)
 
@@ -222,7 +223,7 @@ class AttributeProbe(nn.Module):
         """[N] bool: does the probe read value `index` of attribute `name` (its most likely value; for a
         multi-label attribute, a probability above one half)?"""
         if name in self.multilabel:
-            return probabilities[:, index] > 0.5
+            return probabilities[:, index] > PRESENT
         return probabilities.argmax(1) == index
 
 
@@ -279,7 +280,7 @@ def probe_accuracy(
     for name in probe.names:
         truth = torch.as_tensor(attributes[name]).long()
         if name in probe.multilabel:
-            accuracy[name] = float(((probabilities[name] > 0.5) == (truth != 0)).double().mean())
+            accuracy[name] = float(((probabilities[name] > PRESENT) == (truth != 0)).double().mean())
             share = (truth != 0).double().mean(0)
             majority[name] = float(torch.maximum(share, 1 - share).mean())
             continue

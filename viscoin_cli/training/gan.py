@@ -451,6 +451,8 @@ class LossSums:
     def average(self, rt: Runtime) -> None:
         """Average the sums over processes (each a mean over its share of the batch): a tick then logs the
         global batch's losses, as one process would."""
+        if not rt.distributed:
+            return
         totals = all_reduce_sum([value.item() for value in self.sums.values()], rt)
         for key, total in zip(self.sums, totals, strict=True):
             self.sums[key].fill_(total / rt.world_size)
