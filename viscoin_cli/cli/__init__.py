@@ -15,6 +15,7 @@ from viscoin_cli.cli.app import app
 
 COMMAND_MODULES = (
     "compare",
+    "directions",
     "evaluate",
     "explain",
     "finetune_gan",

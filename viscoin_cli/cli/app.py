@@ -44,7 +44,7 @@ class _Group(TyperGroup):
 
     def format_commands(self, ctx: typer.Context, formatter) -> None:
         commands = [(name, self.commands[name]) for name in self.list_commands(ctx) if not self.commands[name].hidden]
-        pad = max(len(name) for name, _ in commands)  # one column for every section
+        pad = max((len(name) for name, _ in commands), default=0)  # one column for every section
         for panel in sorted({c.rich_help_panel or "Commands" for _, c in commands}, key=_panel_order):
             rows = [
                 (name.ljust(pad), command.get_short_help_str(limit=200))

@@ -4,7 +4,7 @@ This module is the only place that reads or writes model files. A checkpoint's h
 holds everything needed to rebuild the model without any other file:
 
     format, format_version   "viscoin", "1"
-    kind                     classifier | generator | discriminator | viscoin | state
+    kind                     classifier | generator | discriminator | viscoin | flint | flaem | directions | state
     config                   JSON: the architecture's constructor arguments
     dataset                  JSON: name, class names, resolution, channels (or null)
     step                     training step / epoch the weights come from
@@ -38,7 +38,7 @@ from viscoin_cli.errors import UserError, one_line
 T = TypeVar("T")
 FORMAT = "viscoin"
 FORMAT_VERSION = "1"
-KINDS = ("classifier", "generator", "discriminator", "viscoin", "flint", "flaem", "state")
+KINDS = ("classifier", "generator", "discriminator", "viscoin", "flint", "flaem", "directions", "state")
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 
 

@@ -1,0 +1,1 @@
+"""`viscoin directions classifier` (registered on `directions_app`)."""

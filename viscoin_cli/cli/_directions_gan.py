@@ -1,0 +1,1 @@
+"""`viscoin directions gan` (registered on `directions_app`)."""
