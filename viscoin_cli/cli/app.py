@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import re
+import time
 from typing import NoReturn
 
 import typer
@@ -16,6 +18,7 @@ from viscoin_cli.errors import UserError, one_line
 # Exit codes: 1 is a failed check (e.g. `evaluate --fail-under`), 2 a usage or input error.
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+QUIET_USAGE_WAIT_S = 10  # how long a torchrun process other than rank 0 waits before it leaves a usage error
 # click's base of every argument-parsing error; typer exports only the BadParameter subclass, and newer typer
 # vendors click (typer._click), so the base is found from there rather than imported from either package.
 _UsageError = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
@@ -70,13 +73,13 @@ class _Group(TyperGroup):
         except _UsageError as err:
             if type(err).__name__ == "NoArgsIsHelpError":  # plain `viscoin`: the help, as asked
                 raise
-            _fail(ctx, _usage_line(err))
+            _fail(ctx, _usage_line(err), usage=True)
 
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except _UsageError as err:  # a bad argument, an unknown option or command
-            _fail(ctx, _usage_line(err))
+            _fail(ctx, _usage_line(err), usage=True)
         except UserError as err:
             _fail(ctx, one_line(err))
         except OSError as err:
@@ -90,7 +93,14 @@ class _Group(TyperGroup):
             ctx.exit(EXIT_INTERRUPTED)
 
 
-def _fail(ctx: typer.Context, message: str) -> NoReturn:
+def _fail(ctx: typer.Context, message: str, *, usage: bool = False) -> NoReturn:
+    """One `error: ...` line and exit code 2. A `usage` error (click's: the command line itself) is the same in
+    every process of a torchrun, so a process other than rank 0 exits without it; under torchrun it waits a
+    little first, so that its exit does not make torchrun stop rank 0 before rank 0 has said it."""
+    if usage and os.environ.get("RANK", "0") != "0":
+        if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun's worker: rank 0's exit ends this wait
+            time.sleep(QUIET_USAGE_WAIT_S)
+        ctx.exit(EXIT_USER_ERROR)
     typer.echo(f"error: {message}", err=True)
     ctx.exit(EXIT_USER_ERROR)
     raise AssertionError("unreachable")  # ctx.exit raises

@@ -31,7 +31,7 @@ from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput
 from viscoin_cli.runtime import Runtime, all_reduce_sum, maybe_compile
 from viscoin_cli.shipped import default_parent
 from viscoin_cli.training.config import TrainConfig
-from viscoin_cli.training.run import RunFolder, tick_loader
+from viscoin_cli.training.run import RunFolder, RunLoader, run_ticks
 
 
 @dataclass(frozen=True)
@@ -244,9 +244,11 @@ def train_concept_model(
     t_start = time.perf_counter()
     accuracy: dict[str, float] = {}
     record: dict[str, Any] = {}
+    ticks = run_ticks(step // block, cfg.iterations - step, block)  # a block is a tick
+    data = RunLoader(train_set, n_real, cfg.seed, ticks, rt, cfg.workers)
     while step < cfg.iterations:
         steps = min(block, cfg.iterations - step)
-        loader = tick_loader(train_set, n_real, steps, cfg.seed, step // block, rt, cfg.workers)
+        loader = data.tick(step // block)
         sums = torch.zeros(len(terms_logged) + 3, device=rt.device)  # terms, total, agreement, count
         t_block = time.perf_counter()
         net.train()
@@ -303,6 +305,7 @@ def train_concept_model(
             + format_metrics({k: record[k] for k in ("loss", *recipe.shown, "train_agreement")})
         )
 
+    data.close()
     summary = {
         "out": str(run.path),
         "model": str(run.latest),

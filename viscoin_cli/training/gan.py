@@ -69,7 +69,7 @@ from viscoin_cli.nets.stylegan2 import (
 from viscoin_cli.runtime import Runtime, all_reduce_sum, maybe_compile
 from viscoin_cli.training.config import TrainConfig
 from viscoin_cli.training.losses import StyleGAN2Loss
-from viscoin_cli.training.run import RunFolder, tick_loader
+from viscoin_cli.training.run import RunFolder, RunLoader, run_ticks
 
 G_REG_INTERVAL = 4  # path-length regularisation every 4 minibatches
 D_REG_INTERVAL = 16  # R1 every 16 minibatches
@@ -760,17 +760,17 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
     # --- loop ------------------------------------------------------------------------------------------
     t_start = time.perf_counter()
     last: dict[str, Any] = {}
+    # One loader for the rest of the run; --mirror's x-flips are the items' own, decided by their seeds.
+    ticks = run_ticks(tick, -(-(total_nimg - cur_nimg) // batch), steps_per_tick)
+    data = RunLoader(dataset, per_rank, cfg.seed, ticks, rt, cfg.workers, mirror=cfg.mirror)
     while cur_nimg < total_nimg:
-        loader = tick_loader(dataset, per_rank, steps_per_tick, cfg.seed, tick, rt, cfg.workers)
+        loader = data.tick(tick)
         sums = LossSums(rt.device)
         t_tick = time.perf_counter()
         with Progress(console, steps_per_tick, f"tick {tick + 1} ({cur_nimg / 1000:.1f} kimg)") as progress:
             for step, (reals, _) in enumerate(loader):
                 batch_idx = cur_nimg // batch
                 reals = reals.to(rt.device, non_blocking=True)
-                if cfg.mirror:
-                    flip = torch.rand(reals.shape[0], 1, 1, 1, device=rt.device) < 0.5
-                    reals = torch.where(flip, reals.flip(3), reals)
                 all_gen_z = torch.stack([rt.shard_randn(per_rank, G.z_dim) for _ in phases])
 
                 # The phases: Gmain, Greg, Dmain, Dreg (or Gboth), each with its own optimiser step.
@@ -836,6 +836,7 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
             + format_metrics({k: v for k, v in last.items() if k not in ("tick", "kimg")})
         )
 
+    data.close()
     resume_record = {"resume_from": resumed_from} if cfg.resume_from else {}  # what fine-tuning started fresh
     return {
         "out": str(run.path),

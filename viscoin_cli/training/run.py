@@ -14,9 +14,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,30 +247,83 @@ def _share_outcome(rt: Runtime, prepare: Callable[[], None]) -> None:
             raise UserError(box[0])
 
 
-def tick_loader(
-    dataset: Dataset, batch: int, steps: int, seed: int, tick: int, rt: Runtime, workers: int
-) -> DataLoader:
-    """This process's `batch` real images per step of one tick (or block) of training: every generator
-    re-seeded from (seed, tick) and a resume-exact sampler, so a resumed run draws what an uninterrupted one
-    would, and W processes draw together the global batch one process would."""
-    rt.reseed(seed, tick)
-    sampler = TickBatches(len(dataset), batch, steps, seed_for(seed, tick, 0, 1), rt.rank, rt.world_size)
-    return DataLoader(
-        SeededItems(dataset),
-        batch_sampler=sampler,
-        num_workers=workers,
-        pin_memory=rt.device.type == "cuda",
-        worker_init_fn=seed_worker,
-    )
+def run_ticks(first: int, steps: int, per_tick: int) -> list[tuple[int, int]]:
+    """The (tick, steps) of what is left of a run: `steps` steps from tick `first` on, `per_tick` a tick (the
+    last tick may be shorter)."""
+    return [(first + i, min(per_tick, steps - start)) for i, start in enumerate(range(0, steps, per_tick))]
+
+
+class RunLoader:
+    """This process's real images for the rest of a run, tick after tick: one DataLoader whose workers live as
+    long as the run (a loader per tick started its workers again every tick) and prefetch across ticks.
+
+    Each tick draws what `TickBatches` draws from (seed, tick), so batches do not depend on where the run
+    started (resume-exact), on the number of workers, or on how many processes share the global batch.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch: int,
+        seed: int,
+        schedule: Sequence[tuple[int, int]],
+        rt: Runtime,
+        workers: int,
+        *,
+        mirror: bool = False,
+    ):
+        self.seed, self.rt, self.schedule = seed, rt, list(schedule)
+        self._next = 0  # the place in `schedule` of the next tick
+        self._batches: Iterator[Any] | None = None
+        self._left = 0  # the batches of the current tick not taken yet
+        self.loader: DataLoader | None = DataLoader(
+            SeededItems(dataset, mirror=mirror),
+            batch_sampler=RunBatches(len(dataset), batch, seed, self.schedule, rt.rank, rt.world_size),
+            num_workers=workers,
+            pin_memory=rt.device.type == "cuda",
+            persistent_workers=workers > 0,
+            worker_init_fn=seed_worker,
+            # the workers' base seed comes from here, not from the training stream (items are seeded anyway)
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def tick(self, tick: int) -> Iterator[Any]:
+        """The batches of `tick`, the next one of the schedule, after re-seeding this process's generators
+        from (seed, tick) as every tick does."""
+        if self._next >= len(self.schedule) or self.schedule[self._next][0] != tick:
+            raise RuntimeError(f"tick {tick} is not the next one of this loader's schedule")
+        steps = self.schedule[self._next][1]
+        self._next += 1
+        self.rt.reseed(self.seed, tick)
+        # The one draw from the training stream a loader built per tick made (its workers' base seed): made
+        # here too, so every run draws its noise as it did before loaders lived for the run, and a run begun
+        # then resumes exactly.
+        torch.empty((), dtype=torch.int64).random_()
+        if self._batches is None:
+            self._batches = iter(self.loader)
+        for _ in range(self._left):  # what a tick left untaken (a loop that stopped early) is not the next's
+            next(self._batches)
+        self._left = steps
+        return self._take()
+
+    def _take(self) -> Iterator[Any]:
+        while self._left:
+            self._left -= 1
+            yield next(self._batches)
+
+    def close(self) -> None:
+        """Stop the workers now (with the loader and its iterator gone), not whenever they are collected."""
+        self._batches = self.loader = None
 
 
 class SeededItems(Dataset):
     """`dataset` read as `[(index, seed)]`: each item's random augmentation comes from its own seed, not from
     the process that loads it or what it loaded before, so an image is augmented alike whatever the number
-    of processes (and of DataLoader workers) that share the batch."""
+    of processes (and of DataLoader workers) that share the batch. `mirror`: x-flip the items `mirrored`
+    picks (`finetune-gan --mirror`), a decision of the item's seed too."""
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, *, mirror: bool = False):
+        self.dataset, self.mirror = dataset, mirror
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -278,7 +332,17 @@ class SeededItems(Dataset):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.dataset[index]
+            item = self.dataset[index]
+        if self.mirror and mirrored(seed):
+            image, *rest = item
+            item = (image.flip(-1), *rest)
+        return item
+
+
+def mirrored(seed: int) -> bool:
+    """Whether the item drawn with `seed` is x-flipped: a coin of its own (not the item's augmentation
+    stream, which stays as it was), so 1 or W processes, any workers and a resume flip the same items."""
+    return random.Random(seed_for(seed, 1)).random() < 0.5
 
 
 class TickBatches(Sampler[list[tuple[int, int]]]):
@@ -300,6 +364,31 @@ class TickBatches(Sampler[list[tuple[int, int]]]):
 
     def __len__(self) -> int:
         return self.steps
+
+
+class RunBatches(Sampler[list[tuple[int, int]]]):
+    """The `TickBatches` of each (tick, steps) of `schedule`, one tick after the other: a whole run's (or the
+    rest of it) for one DataLoader, each tick's still drawn from (seed, tick) alone."""
+
+    def __init__(
+        self,
+        length: int,
+        batch: int,
+        seed: int,
+        schedule: Sequence[tuple[int, int]],
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.length, self.batch, self.seed, self.schedule = length, batch, seed, list(schedule)
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self):
+        for tick, steps in self.schedule:
+            seed = seed_for(self.seed, tick, 0, 1)
+            yield from TickBatches(self.length, self.batch, steps, seed, self.rank, self.world_size)
+
+    def __len__(self) -> int:
+        return sum(steps for _, steps in self.schedule)
 
 
 class EpochShard(DistributedSampler):
