@@ -83,6 +83,23 @@ class Classifier(ResNet):
             "logits": self.fc(pooled),
         }
 
+    def forward_from(self, layer: str, activation: torch.Tensor) -> torch.Tensor:
+        """The logits when the forward pass resumes from a (possibly edited) activation at tap `layer`.
+
+        What an intervention on a hidden layer needs: `forward_from(name, forward_taps(x)[name])` equals
+        `forward(x)`, so any change in the logits comes from the edit alone.
+        """
+        if layer not in (*TAPS, "pooled"):
+            raise ValueError(f"unknown tap {layer!r}: expected one of {', '.join((*TAPS, 'pooled'))}")
+        h = activation
+        if layer == "layer2":
+            h = self.layer3(h)
+        if layer in ("layer2", "layer3"):
+            h = self.layer4[:-1](h)
+        if layer != "pooled":
+            h = torch.flatten(self.avgpool(self.layer4[-1](h)), 1)
+        return self.fc(h)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_taps(x)["logits"]
 
