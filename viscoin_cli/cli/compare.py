@@ -127,6 +127,16 @@ def compare(
             rich_help_panel=TABLE,
         ),
     ] = False,
+    directions: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--directions",
+            help="A `viscoin directions gan` or `directions classifier` checkpoint: pair its directions with "
+            "every model's concepts (gan: the concept each direction's shift changes most on G's images; "
+            "classifier: the concept whose activation correlates most with the direction's read-out). Repeatable.",
+            rich_help_panel=TABLE,
+        ),
+    ] = None,
     batch_size: common.BatchSize = 64,
     run: Run = SEEDED_RUNTIME,
 ) -> None:
@@ -137,10 +147,11 @@ def compare(
     visualisation FID when an evaluation document has it; with ground-truth among --metrics (a dataset with
     attribute labels, e.g. shapes), the mean best concept AUC per attribute value, how many values a concept
     captures and the render flip rate (as `viscoin evaluate ground-truth`); with --stability, a second
-    table: per pair of models, how well their concepts match one to one. Every model is evaluated as `viscoin evaluate`
-    does, with the same --seed, --samples and consistency samples, so the numbers are paired: each equals
-    what `viscoin evaluate` prints for that model with the same options. --metrics-json reads earlier
-    `evaluate --json` outputs instead (only what they lack is computed); they must have been computed with
+    table: per pair of models, how well their concepts match one to one; with --directions, a table per
+    directions file: a row per direction, the concept it finds in each model. Every model is evaluated as
+    `viscoin evaluate` does, with the same --seed, --samples and consistency samples, so the numbers are
+    paired: each equals what `viscoin evaluate` prints for that model with the same options. --metrics-json
+    reads earlier `evaluate --json` outputs instead (only what they lack is computed); they must have been computed with
     the same settings. Models that explain different classifiers f or were trained on different test
     splits are refused.
 
@@ -160,6 +171,10 @@ def compare(
     settings = build_settings(metric_options, smallest, batch_size, run)
     if csv_path is not None:
         check_output_file(csv_path, "--csv", (".csv",))
+    from viscoin_cli.interpret.direction_table import directions_method
+
+    for path in directions or []:
+        directions_method(path)  # a wrong file is refused before any work
 
     from viscoin_cli.console import make_console, print_json
     from viscoin_cli.interpret.compare import compare as compare_models
@@ -177,6 +192,20 @@ def compare(
         console=make_console(quiet=run.quiet or run.json_out),
         stability=stability,
     )
+    if directions:
+        from viscoin_cli.interpret.direction_table import pair_directions
+        from viscoin_cli.runtime import select_device
+
+        document["directions"] = pair_directions(
+            directions,
+            model_paths,
+            classifier=inputs.classifier,
+            generator=inputs.generator,
+            data_root=inputs.data_root,
+            device=select_device(run.device),
+            batch_size=batch_size,
+            seed=run.seed,
+        )
     if csv_path is not None:
         write_csv(document, csv_path)
     if run.json_out:
@@ -206,6 +235,25 @@ def print_table(document: dict[str, Any]) -> None:
     Console(soft_wrap=False).print(table)
     if "stability" in document:
         print_stability(document)
+    for entry in document.get("directions", []):
+        print_directions(entry, document)
+
+
+def print_directions(entry: dict[str, Any], document: dict[str, Any]) -> None:
+    """A directions file against the models: a row per direction, the concept it finds in each model."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from viscoin_cli.interpret.compare import headings
+    from viscoin_cli.interpret.direction_table import direction_rows, direction_summary, title
+
+    table = Table(title=Text(title(entry)), caption=Text("\n".join(direction_summary(entry))))
+    for column in ("direction", *headings(document)):
+        table.add_column(Text(column), justify="left")
+    for row in direction_rows(entry):
+        table.add_row(*(Text(cell) for cell in row))
+    Console(soft_wrap=False).print(table)
 
 
 def print_stability(document: dict[str, Any]) -> None:

@@ -200,6 +200,15 @@ def report(
             rich_help_panel=METRICS,
         ),
     ] = None,
+    directions: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--directions",
+            help="A `viscoin directions gan` or `directions classifier` checkpoint: add a table of its directions "
+            "and the concept of this model each one finds (as `viscoin compare --directions`). Repeatable.",
+            rich_help_panel=METRICS,
+        ),
+    ] = None,
     batch_size: common.BatchSize = 64,
     run: Run = SEEDED_RUNTIME,
 ) -> None:
@@ -213,7 +222,8 @@ def report(
     folder anywhere. Metrics are computed as `viscoin evaluate` does (lighter: --samples 200, no
     consistency unless asked), or read with --metrics-json from an earlier `viscoin evaluate ... --json`;
     they are also written to DIR/metrics.json. --compare adds the table of `viscoin compare` for this model
-    and the given ones (also written to DIR/comparison.json). Each card's sample indices link to the
+    and the given ones (also written to DIR/comparison.json); --directions a table of unsupervised directions
+    and the concepts they find (also in DIR/directions.json). Each card's sample indices link to the
     `viscoin explain` cards of its --explain most activating samples, written to DIR/explain/.
 
     Example: viscoin report --model runs/viscoin-cub/latest.safetensors --data-root ~/data/CUB_200_2011
@@ -241,6 +251,10 @@ def report(
     )
     settings = build_settings(options, facts, batch_size, run)
     models = plan_comparison(facts, compared, selected, metrics_json) if compared else None
+    from viscoin_cli.interpret.direction_table import directions_method
+
+    for path in directions or []:
+        directions_method(path)  # a wrong file is refused before any work
     check_output_folder(out, "--out")
 
     from viscoin_cli.console import Progress, print_json
@@ -293,6 +307,20 @@ def report(
                 batch_size=batch_size,
                 on_card=lambda _index: progress.advance(1),
             )
+    paired = None
+    if directions:
+        from viscoin_cli.interpret.direction_table import pair_directions
+
+        paired = pair_directions(
+            directions,
+            [facts.path],
+            classifier=inputs.classifier,
+            generator=inputs.generator,
+            data_root=inputs.data_root,
+            device=evaluation.rt.device,
+            batch_size=batch_size,
+            seed=run.seed,
+        )
     summary_doc = evaluation.document({})
     page = render_html(
         model=summary_doc["model"],
@@ -309,6 +337,7 @@ def report(
         health_source=health_source,
         class_names=evaluation.dataset(str(split)).class_names,
         explained=explained,
+        directions=paired,
     )
     metrics_file = None
     if document is not None:
@@ -327,6 +356,10 @@ def report(
         comparison_file = out / "comparison.json"
         comparison_file.write_text(json.dumps(comparison, indent=2) + "\n")
         summary["comparison_json"] = str(comparison_file)
+    if paired is not None:
+        directions_file = out / "directions.json"
+        directions_file.write_text(json.dumps(paired, indent=2) + "\n")
+        summary["directions_json"] = str(directions_file)
     if run.json_out:
         print_json(summary)
     else:

@@ -468,8 +468,10 @@ def render_html(
     health_source: str = "computed",
     class_names: Sequence[str] = (),
     explained: dict[int, str] | None = None,
+    directions: Sequence[dict[str, Any]] | None = None,
 ) -> str:
-    """The whole page as a string (with `viscoin compare`'s table when `comparison` is given, and the
+    """The whole page as a string (with `viscoin compare`'s table when `comparison` is given, the pairing
+    tables of `directions` (`interpret/direction_table.py`), and the
     dictionary health section from the `health` metric's JSON); `method` names the kind of model in the
     title (VisCoIN, FLINT, FLAEM)."""
     resolution = int(dataset["resolution"])
@@ -484,6 +486,10 @@ def render_html(
     name = {"viscoin": "VisCoIN"}.get(method, method.upper())
     title = f"{name} report: {path.parent.name}/{path.name}" if path.parent.name else f"{name} report: {path.name}"
     comparison_section = f"<h2>Comparison</h2>\n{_comparison_html(comparison)}\n" if comparison else ""
+    if directions:
+        from viscoin_cli.interpret.direction_table import directions_html
+
+        comparison_section += directions_html(directions, [path.name], lambda c: concept_ref(c, shown)) + "\n"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -1,0 +1,87 @@
+"""Directions beside concept models: the pairing table of `compare --directions` and `report --directions`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+from viscoin_cli.interpret.direction_table import direction_cells, direction_rows, directions_html
+
+FAST = ("--samples", 600, "--test-images", 40, "--top-images", 2, "--device", "cpu", "--batch-size", 128)
+
+
+def classifier_entry() -> dict:
+    pairs = [{"direction": 0, "concept": 3, "correlation": 0.9}, {"direction": 1, "concept": 1, "correlation": -0.2}]
+    skipped = {"model": "other.safetensors", "skipped": "another f"}
+    found = {"model": "m", "pairs": pairs, "mean_best_correlation": 0.35, "distinct_concepts": 2}
+    return {"path": "d.safetensors", "method": "classifier", "pairings": [found, skipped]}
+
+
+def test_cells_are_the_concept_each_direction_finds_in_each_model():
+    assert direction_cells(classifier_entry()) == [[(3, 0.9), None], [(1, -0.2), None]]
+    assert direction_rows(classifier_entry()) == [["d0", "3 (+0.90)", ""], ["d1", "1 (-0.20)", ""]]
+
+
+def test_gan_directions_are_read_by_direction():
+    by_direction = [{"direction": 1, "concept": 4, "score": -1.5}, {"direction": 0, "concept": 2, "score": 2.0}]
+    entry = {"path": "g", "method": "gan", "pairings": [{"model": "m", "pairs": [], "by_direction": by_direction}]}
+    assert direction_cells(entry) == [[(2, 2.0)], [(4, -1.5)]]
+
+
+def test_the_html_links_concepts_and_escapes_names():
+    page = directions_html([classifier_entry()], ["<m>", "other"], link=lambda c: f"<a href='#concept-{c}'>{c}</a>")
+    assert "<a href='#concept-3'>3</a> (+0.90)" in page and "&lt;m&gt;" in page and "<m>" not in page
+    assert "mean best correlation 0.350" in page and "skipped (another f)" in page
+
+
+@pytest.fixture(scope="module")
+def models_and_directions(tiny_model, tmp_path_factory):
+    """A second tiny model on tiny_model's f and G, and classifier directions on that f."""
+    folder = tmp_path_factory.mktemp("pairing")
+    f_path, g_path = tiny_model.parent.parent / "f.safetensors", tiny_model.parent.parent / "G.safetensors"
+    result = run_cli(
+        "train", "--classifier", f_path, "--generator", g_path, "--dataset", "digits", "--concepts", 4,
+        "--hidden", 8, "--real-batch", 4, "--synthetic-batch", 4, "--iterations", 2, "--device", "cpu",
+        "--seed", 1, "--quiet", "--out", folder / "second",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run_cli("directions", "classifier", "--classifier", f_path, "--directions", 3, *FAST,
+                     "--out", folder / "dirs")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return [tiny_model, folder / "second" / "latest.safetensors"], folder / "dirs" / "directions.safetensors"
+
+
+def test_compare_pairs_the_directions_with_every_model(models_and_directions):
+    models, directions = models_and_directions
+    args = ["compare", *models, "--metrics", "accuracy", "--directions", directions, "--device", "cpu"]
+    result = run_cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.stdout)["directions"]
+    assert entry["method"] == "classifier" and len(entry["pairings"]) == 2
+    for pairing, concepts in zip(entry["pairings"], (8, 4), strict=True):
+        assert pairing["pairs"] and all(0 <= row["concept"] < concepts for row in pairing["pairs"])
+    shown = run_cli(*args)
+    assert shown.exit_code == 0, shown.output
+    assert "classifier direction pairs" in shown.stdout and "mean best correlation" in shown.stdout
+
+
+def test_report_adds_the_table_for_its_model(models_and_directions, tmp_path):
+    models, directions = models_and_directions
+    out = tmp_path / "report"
+    result = run_cli("report", "--model", models[0], "--concepts", "0-1", "--metrics", "none", "--top", 2,
+                     "--directions", directions, "--device", "cpu", "--out", out, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["directions_json"] == str(out / "directions.json")
+    page = (out / "index.html").read_text()
+    assert '<section id="directions">' in page and "classifier direction pairs" in page
+    [entry] = json.loads((out / "directions.json").read_text())
+    assert len(entry["pairings"]) == 1 and entry["pairings"][0]["pairs"]
+
+
+def test_a_file_of_another_kind_is_refused_before_any_work(models_and_directions):
+    models, _ = models_and_directions
+    f_path = models[0].parent.parent / "f.safetensors"
+    result = run_cli("compare", *models, "--metrics", "accuracy", "--directions", f_path)
+    assert "directions" in assert_one_line_error(result)
