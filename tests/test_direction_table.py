@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import assert_one_line_error, run_cli
+
 from viscoin_cli.interpret.direction_table import direction_cells, direction_rows, directions_html
 
 FAST = ("--samples", 600, "--test-images", 40, "--top-images", 2, "--device", "cpu", "--batch-size", 128)
