@@ -172,6 +172,7 @@ def test_cli_end_to_end(tiny_f, tmp_path, layer):
     assert document["layer"] == layer and document["directions"] == len(document["per_direction"]) <= 3
     assert document["test"]["images"] == 40
     assert set(document["faithfulness"]) == {"0.1", "0.2", "0.4"}
+    assert document["ground_truth"] is None and "no attribute labels" in document["ground_truth_reason"]
     row = document["per_direction"][0]
     assert len(row["logit_effect"]) == 10 and len(row["top_images"]) == 3
     assert 0 <= row["counterfactual"]["flip_rate"] <= 1
@@ -225,6 +226,7 @@ def document_directions(out) -> int:
         (("--samples", 10**9), "--samples 1000000000"),
         (("--directions", 64, "--samples", 100), "too few"),
         (("--directions", 40), "only 32 channels"),
+        (("--capture-threshold", 0), "--capture-threshold 0"),
     ],
 )
 def test_one_line_errors(tiny_f, tmp_path, args, message):
@@ -238,3 +240,71 @@ def test_wrong_checkpoint_kind(tmp_path):
     assert "expected a classifier checkpoint" in assert_one_line_error(result)
     with pytest.raises(UserError, match="expected a directions checkpoint"):
         load_direction_pairs(generator)
+
+
+# --- ground truth: the concept models' AUC metric with the directions' image scores ---------------------
+
+
+class Labelled(TensorDataset):
+    """Stands in for a dataset with attribute labels (shapes-like: one value index per image)."""
+
+    def __init__(self, attributes: dict[str, torch.Tensor], values: dict[str, list[str]]):
+        super().__init__(torch.zeros(len(next(iter(attributes.values()))), 1))
+        self.attributes, self.attribute_values = attributes, values
+
+
+def test_ground_truth_planted_and_random():
+    """A direction whose scores are an attribute value's indicator has AUC 1 for it (found among the others);
+    random scores give about 0.5. The scores are those of the evaluated subset: labels follow `indices`."""
+    from types import SimpleNamespace
+
+    from viscoin_cli.interpret.direction_pairs import direction_ground_truth
+
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    shape, pattern = torch.randint(4, (n,), generator=g), torch.randint(2, (n,), generator=g)
+    data = Labelled({"shape": shape, "pattern": pattern}, {"shape": list("abcd"), "pattern": ["solid", "striped"]})
+    indices = torch.arange(1, n, 2)  # every other image evaluated
+    scores = torch.rand(len(indices), 3, generator=g)
+    scores[:, 2] = (shape[indices] == 2).float()  # direction 2 reads shape "c" exactly
+    evaluation = SimpleNamespace(indices=indices, scores=scores)
+    gt = direction_ground_truth(evaluation, data, threshold=0.9)
+    c = gt["per_attribute"]["shape"]["values"]["c"]
+    assert c == {"concept": 2, "auc": 1.0, "captured": True, "positives": int((shape[indices] == 2).sum())}
+    assert gt["captured"] == 1 and gt["targets"] == 6 and gt["concepts"] == 3 and gt["samples"] == len(indices)
+    assert gt["render"] is None and gt["probe"] is None
+    noise = SimpleNamespace(indices=indices, scores=torch.rand(len(indices), 1, generator=g))
+    random = direction_ground_truth(noise, data, threshold=0.9)
+    aucs = [v["auc"] for a in random["per_attribute"].values() for v in a["values"].values()]
+    assert all(abs(auc - 0.5) < 0.05 for auc in aucs), aucs
+    assert random["captured"] == 0 and abs(random["mean_auc"] - 0.5) < 0.03
+    assert direction_ground_truth(noise, TensorDataset(torch.zeros(n, 1)), threshold=0.9) is None
+
+
+def test_ground_truth_cli_on_shapes(tmp_path):
+    """On shapes (attribute labels) the JSON holds the concept models' ground-truth section for every value;
+    the table prints it. (Digits, without labels: null with a reason, checked in test_cli_end_to_end.)"""
+    from viscoin_cli.data import load_dataset
+    from viscoin_cli.data.shapes import ATTRIBUTES
+
+    facts = load_dataset("shapes", "test", resolution=16).facts()
+    f = save_tiny_classifier(tmp_path / "f.safetensors", dataset=facts)
+    args = ("directions", "classifier", "--classifier", f, "--dataset", "shapes", "--directions", 4, *FAST)
+    result = run_cli(*args, "--test-images", 200, "--capture-threshold", 0.6, "--out", tmp_path / "a", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    gt = document["ground_truth"]
+    assert "ground_truth_reason" not in document and gt["threshold"] == 0.6 and gt["samples"] == 200
+    assert gt["concepts"] == document["directions"] and gt["render"] is None and gt["probe"] is None
+    assert {name: list(a["values"]) for name, a in gt["per_attribute"].items()} == {
+        name: list(values) for name, values in ATTRIBUTES.items()
+    }
+    for attribute in gt["per_attribute"].values():
+        for entry in attribute["values"].values():
+            assert 0 <= entry["concept"] < document["directions"] and 0 <= entry["auc"] <= 1
+            assert entry["captured"] == (entry["auc"] >= 0.6)
+    assert gt["targets"] == 16 and gt["attributes"] == 6
+    table = run_cli(*args, "--out", tmp_path / "b")
+    assert table.exit_code == 0, table.output
+    for text in ("best direction", "circle", "background", "values captured"):
+        assert text in table.stdout, table.stdout

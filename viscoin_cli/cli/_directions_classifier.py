@@ -13,6 +13,7 @@ from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
 from viscoin_cli.cli._groups import SEEDED_RUNTIME, Run, grouped
 from viscoin_cli.cli.directions import directions_app
+from viscoin_cli.cli.evaluate import CaptureThreshold
 from viscoin_cli.errors import UserError
 from viscoin_cli.shipped import DEFAULT_CLASSIFIER
 
@@ -62,6 +63,7 @@ def classifier_directions(
     top_images: Annotated[
         int, typer.Option("--top-images", help="Most aligned test images shown per direction.", rich_help_panel=FIT)
     ] = 8,
+    capture_threshold: CaptureThreshold = 0.9,
     dataset: Annotated[
         DatasetName | None,
         typer.Option(
@@ -82,7 +84,10 @@ def classifier_directions(
     boundaries. Fitted on the training split; evaluated on the test split: per direction its most aligned
     images (directions.png, a row each), the logits' change per unit of it, and the counterfactual of removing
     it (flip rate, mean drop of the predicted class's probability); overall, faithfulness: each image's
-    relevant directions removed, median drop beside as many random directions removed.
+    relevant directions removed, median drop beside as many random directions removed. On a dataset with
+    attribute labels (shapes, cub with its attribute files), ground truth as `evaluate ground-truth` scores
+    concept models: per attribute value, the direction whose test-image score predicts it best (ROC AUC) and
+    whether that reaches --capture-threshold (no render test: directions edit activations, not images).
 
     Example: viscoin directions classifier --layer pooled --directions 16 --out runs/directions-digits
     """
@@ -98,13 +103,20 @@ def classifier_directions(
         seed=run.seed,
     ).check()
     common.check_positive(batch_size, "--batch-size")
+    if not 0 < capture_threshold <= 1:
+        raise UserError(f"--capture-threshold {capture_threshold}: must be an AUC in (0, 1]")
     _check_out(out, force)
     facts = _classifier_facts(classifier)
     name = str(dataset.value if dataset is not None else facts["name"])
     console = make_console(quiet=run.quiet)
 
     from viscoin_cli.data import load_dataset
-    from viscoin_cli.interpret.direction_pairs import evaluate_direction_pairs, fit_direction_pairs, write_outputs
+    from viscoin_cli.interpret.direction_pairs import (
+        direction_ground_truth,
+        evaluate_direction_pairs,
+        fit_direction_pairs,
+        write_outputs,
+    )
     from viscoin_cli.nets.classifier import load_classifier
     from viscoin_cli.runtime import setup_runtime
 
@@ -120,7 +132,8 @@ def classifier_directions(
     console.print(f"evaluating {len(pairs)} direction pairs on the test split")
     evaluation = evaluate_direction_pairs(f, pairs, test_set, config, rt, batch_size, workers)
     out.mkdir(parents=True, exist_ok=True)
-    document = write_outputs(out, pairs, evaluation, config, classifier, test_set, facts)
+    ground_truth = direction_ground_truth(evaluation, test_set, capture_threshold)
+    document = write_outputs(out, pairs, evaluation, config, classifier, test_set, facts, ground_truth)
     if run.json_out:
         print_json(document)
     else:
@@ -150,7 +163,7 @@ def _classifier_facts(path: Path) -> dict[str, Any]:
 
 
 def _print_summary(document: dict[str, Any]) -> None:
-    """One line per direction, then faithfulness beside random, then where the files are."""
+    """One line per direction, faithfulness beside random, the ground truth if any, where the files are."""
     from rich.console import Console
     from rich.table import Table
 
@@ -176,5 +189,37 @@ def _print_summary(document: dict[str, Any]) -> None:
             f"{values['mean_directions_removed']:.2f} directions removed per image, {values['samples']} images",
             soft_wrap=True,
         )
+    if document["ground_truth"] is not None:
+        _print_ground_truth(console, document)
     for path in document["files"].values():
         console.print(f"wrote {path}", soft_wrap=True)
+
+
+def _print_ground_truth(console, document: dict[str, Any]) -> None:
+    """A row per attribute value: its best direction (with the class it promotes most), that AUC, captured."""
+    from rich.table import Table
+
+    gt = document["ground_truth"]
+    promotes = {row["direction"]: row["promotes"][0]["name"] for row in document["per_direction"]}
+    table = Table(title=f"ground truth (✓ captured: AUC ≥ {gt['threshold']:g})")
+    for column in ("attribute", "value", "best direction", "promotes", "AUC", "✓"):
+        table.add_column(column, justify="left" if column in ("attribute", "value", "promotes") else "right")
+    for name, attribute in gt["per_attribute"].items():
+        for i, (value, entry) in enumerate(attribute["values"].items()):
+            found = entry["concept"] is not None
+            table.add_row(
+                name if i == 0 else "",
+                value,
+                str(entry["concept"]) if found else "—",
+                promotes[entry["concept"]] if found else "",
+                f"{entry['auc']:.3f}" if found else "—",
+                "✓" if entry["captured"] else "",
+            )
+    console.print(table)
+    mean = "—" if gt["mean_auc"] is None else f"{gt['mean_auc']:.4f}"
+    console.print(
+        f"ground truth: mean best AUC {mean} over {gt['attributes']} attributes, {gt['captured']} of "
+        f"{gt['targets']} values captured, {gt['attributes_captured']} of {gt['attributes']} attributes wholly "
+        f"({gt['samples']} test images; no render test for directions)",
+        soft_wrap=True,
+    )

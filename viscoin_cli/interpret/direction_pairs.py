@@ -493,6 +493,8 @@ class Evaluation:
     flip_rate: torch.Tensor  # [K]
     probability_drop: torch.Tensor  # [K]: mean drop of the predicted class's probability when removed
     faithfulness: dict[str, dict[str, float]]
+    indices: torch.Tensor  # [N] the evaluated test images' dataset indices, ascending
+    scores: torch.Tensor  # [N, K] each direction's presence in each of them (`image_scores`)
 
 
 def image_scores(reads: torch.Tensor) -> torch.Tensor:
@@ -540,6 +542,7 @@ def evaluate_direction_pairs(
     drops = torch.zeros(k, dtype=torch.float64)
     faith = {t: {"ff": [], "random": [], "removed": []} for t in config.thresholds}
     correct, seen, best = 0, 0, None
+    scores = []
     for images, labels in _loader(Subset(dataset, chosen.tolist()), batch_size, workers):
         index = chosen[seen : seen + len(images)]
         taps = classifier.forward_taps(images.to(device))
@@ -548,7 +551,9 @@ def evaluate_direction_pairs(
         p = _probability(logits, predicted)
         correct += int((predicted.cpu() == torch.as_tensor(labels)).sum())
         reads = read(a, decoding)
-        best = _merge_top(best, image_scores(reads).cpu(), index, config.top_images)
+        present = image_scores(reads).cpu()
+        scores.append(present)
+        best = _merge_top(best, present, index, config.top_images)
         for j in range(k):
             amount = float(pairs.scale[j])
             changed = classifier.forward_from(pairs.layer, add(a, encoding[j], amount)).float()
@@ -570,7 +575,25 @@ def evaluate_direction_pairs(
         flip_rate=(flips / seen).float(),
         probability_drop=(drops / seen).float(),
         faithfulness=_faithfulness_summary(faith),
+        indices=chosen[:seen],
+        scores=torch.cat(scores),
     )
+
+
+def direction_ground_truth(evaluation: Evaluation, dataset, threshold: float) -> dict[str, Any] | None:
+    """The concept models' ground-truth detection (metrics/ground_truth.py's `attribute_auc`, the one AUC) with
+    each direction's per-image score in place of a concept's pooled activation, so `evaluate` and `compare` read
+    both alike ("concept" is then the direction's index). No render test: a direction edits f's activations,
+    not an image (render and probe are null, as for a concept model with --render-samples 0). None when the
+    dataset records no attribute labels."""
+    from viscoin_cli.metrics.ground_truth import attribute_auc
+
+    attributes, values = getattr(dataset, "attributes", None), getattr(dataset, "attribute_values", None)
+    if not attributes or not values:
+        return None
+    labels = {name: torch.as_tensor(attributes[name]).long()[evaluation.indices] for name in values}
+    result = attribute_auc(evaluation.scores, labels, dict(values), threshold)
+    return {**result, "render": None, "probe": None}
 
 
 def contributions(classifier, layer: str, activation: torch.Tensor, reads: torch.Tensor, encoding, classes):
@@ -734,8 +757,10 @@ def write_outputs(
     classifier_path: Path,
     test_set,
     facts: dict[str, Any],
+    ground_truth: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint, the grid and directions.json in `out`; returns the JSON document."""
+    """The checkpoint, the grid and directions.json in `out`; returns the JSON document (ground_truth: the
+    `direction_ground_truth` result, null with a reason when the dataset has no attribute labels)."""
     import json
 
     from viscoin_cli.io.checkpoint import atomic_write
@@ -745,6 +770,7 @@ def write_outputs(
     files = {name: out / file for name, file in OUTPUT_FILES.items()}
     save_direction_pairs(files["checkpoint"], pairs, config, classifier_path, facts)
     save_top_grid(files["grid"], test_set, rows, int(facts["resolution"]))
+    no_labels = f"the {test_set.name} data records no attribute labels"
     document = {
         "method": "classifier",
         "classifier": str(classifier_path),
@@ -756,6 +782,8 @@ def write_outputs(
         "ura": {"random_score": pairs.ura_random, "min_ratio": config.ura_min_ratio},
         "test": {"split": "test", "images": evaluation.images, "accuracy": evaluation.accuracy},
         "faithfulness": evaluation.faithfulness,
+        "ground_truth": ground_truth,
+        **({} if ground_truth is not None else {"ground_truth_reason": no_labels}),
         "per_direction": rows,
         "files": {name: str(path) for name, path in files.items()},
     }
