@@ -50,25 +50,34 @@ def models_and_directions(tiny_model, tmp_path_factory):
     result = run_cli("directions", "classifier", "--classifier", f_path, "--directions", 3, *FAST,
                      "--out", folder / "dirs")  # fmt: skip
     assert result.exit_code == 0, result.output
-    return [tiny_model, folder / "second" / "latest.safetensors"], folder / "dirs" / "directions.safetensors"
+    result = run_cli("directions", "gan", "--generator", g_path, "--directions", 3, "--iterations", 2,
+                     "--batch-size", 4, "--eval-samples", 8, "--device", "cpu", "--out", folder / "gan")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    models = [tiny_model, folder / "second" / "latest.safetensors"]
+    return models, folder / "dirs" / "directions.safetensors", folder / "gan" / "latest.safetensors"
 
 
 def test_compare_pairs_the_directions_with_every_model(models_and_directions):
-    models, directions = models_and_directions
-    args = ["compare", *models, "--metrics", "accuracy", "--directions", directions, "--device", "cpu"]
-    result = run_cli(*args, "--json")
+    models, directions, gan = models_and_directions
+    args = ["compare", *models, "--metrics", "accuracy", "--directions", directions, "--directions", gan]
+    result = run_cli(*args, "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
-    [entry] = json.loads(result.stdout)["directions"]
-    assert entry["method"] == "classifier" and len(entry["pairings"]) == 2
-    for pairing, concepts in zip(entry["pairings"], (8, 4), strict=True):
+    found, moved = json.loads(result.stdout)["directions"]
+    assert found["method"] == "classifier" and len(found["pairings"]) == 2
+    for pairing, concepts in zip(found["pairings"], (8, 4), strict=True):
         assert pairing["pairs"] and all(0 <= row["concept"] < concepts for row in pairing["pairs"])
-    shown = run_cli(*args)
+    assert moved["method"] == "gan" and len(moved["pairings"]) == 2
+    for pairing, concepts in zip(moved["pairings"], (8, 4), strict=True):  # on the same G: an effect matrix each
+        assert len(pairing["effect"]) == 3 and len(pairing["effect"][0]) == concepts
+        assert [row["direction"] for row in pairing["by_direction"]] == [0, 1, 2]
+    shown = run_cli(*args, "--device", "cpu")
     assert shown.exit_code == 0, shown.output
     assert "classifier direction pairs" in shown.stdout and "mean best correlation" in shown.stdout
+    assert "generator W-space directions" in shown.stdout
 
 
 def test_report_adds_the_table_for_its_model(models_and_directions, tmp_path):
-    models, directions = models_and_directions
+    models, directions, _ = models_and_directions
     out = tmp_path / "report"
     result = run_cli("report", "--model", models[0], "--concepts", "0-1", "--metrics", "none", "--top", 2,
                      "--directions", directions, "--device", "cpu", "--out", out, "--json")  # fmt: skip
@@ -81,7 +90,7 @@ def test_report_adds_the_table_for_its_model(models_and_directions, tmp_path):
 
 
 def test_a_file_of_another_kind_is_refused_before_any_work(models_and_directions):
-    models, _ = models_and_directions
+    models, _, _ = models_and_directions
     f_path = models[0].parent.parent / "f.safetensors"
     result = run_cli("compare", *models, "--metrics", "accuracy", "--directions", f_path)
     assert "directions" in assert_one_line_error(result)
