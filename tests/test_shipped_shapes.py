@@ -1,7 +1,9 @@
-"""The shipped shapes checkpoints: f and the two baselines load, belong together, are the defaults of
-`--dataset shapes`, and f is as accurate as checkpoints/README.md says."""
+"""The shipped shapes checkpoints: f, G, VisCoIN and the two baselines load, belong together, are the defaults
+of `--dataset shapes`, and f and VisCoIN are as accurate as checkpoints/README.md says."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -12,11 +14,14 @@ from viscoin_cli.data.shapes import CLASS_NAMES
 from viscoin_cli.io.checkpoint import sha256_file
 from viscoin_cli.nets.classifier import load_classifier
 from viscoin_cli.nets.concept_model import load_concept_model
+from viscoin_cli.nets.stylegan2 import load_generator
 from viscoin_cli.shipped import CHECKOUT_ROOT, shipped_dir, shipped_file
 from viscoin_cli.training.concepts import ConceptTrainConfig
+from viscoin_cli.training.viscoin import VisCoINConfig
 
 SHAPES_DIR = shipped_dir("shapes")
 CLASSIFIER = SHAPES_DIR / "classifier.safetensors"
+GENERATOR = SHAPES_DIR / "generator.safetensors"
 
 
 def test_the_classifier_is_a_shapes_classifier():
@@ -25,12 +30,19 @@ def test_the_classifier_is_a_shapes_classifier():
     assert f.num_classes == 8 and meta.dataset["resolution"] == 32
 
 
-@pytest.mark.parametrize("method", ["flint", "flaem"])
-def test_the_shipped_baselines_explain_the_shipped_classifier(method):
+def test_the_generator_is_a_shapes_generator():
+    G, meta = load_generator(GENERATOR)
+    assert meta.kind == "generator" and G.img_resolution == 32 and G.img_channels == 3
+
+
+@pytest.mark.parametrize("method", ["viscoin", "flint", "flaem"])
+def test_the_shipped_concept_models_explain_the_shipped_classifier(method):
     path = shipped_file("shapes", method)
     model, meta = load_concept_model(path)  # verifies f's sha256
     assert meta.kind == method and meta.parents["classifier"]["sha256"] == sha256_file(CLASSIFIER)
     assert meta.dataset["name"] == "shapes" and model.num_concepts == 64
+    if method == "viscoin":  # rendered by the shipped generator
+        assert meta.parents["generator"]["sha256"] == sha256_file(GENERATOR)
 
 
 @torch.no_grad()
@@ -42,16 +54,27 @@ def test_the_classifier_reaches_its_recorded_test_accuracy():
     assert (predicted == torch.tensor(test.labels)).float().mean() >= 0.99  # recorded: 100%
 
 
-def test_shapes_training_defaults_to_the_shipped_classifier():
+@torch.no_grad()
+def test_viscoin_reaches_its_recorded_test_accuracy():
+    recorded = json.loads((SHAPES_DIR / "metrics.json").read_text())["metrics"]["accuracy"]
+    model, _ = load_concept_model(shipped_file("shapes", "viscoin"))
+    test = load_dataset("shapes", "test")
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    predicted = torch.cat([model.encode(batch).logits.argmax(1) for batch in images.split(250)])
+    accuracy = (predicted == torch.tensor(test.labels)).float().mean().item()
+    assert accuracy == pytest.approx(recorded["g"], abs=1e-6)
+
+
+def test_shapes_training_defaults_to_the_shipped_classifier_and_generator():
     values = ConceptTrainConfig.resolve({"dataset": "shapes"}, {})
     assert values["classifier"] == str(CLASSIFIER)
+    assert VisCoINConfig.resolve({"dataset": "shapes"}, {})["generator"] == str(GENERATOR)
 
 
-def test_the_pipeline_reuses_the_shipped_classifier_and_trains_what_is_not_shipped(tmp_path):
+def test_the_pipeline_reuses_the_shipped_classifier_and_generator(tmp_path):
     stages = {stage.name: stage for stage in pl.stages(tmp_path, pl.Plan(dataset="shapes"))}
     assert stages["classifier"].source == "shipped" and stages["classifier"].output == CLASSIFIER
-    generator = shipped_file("shapes", "generator")
-    assert (stages["gan"].source == "shipped") == (generator is not None)
+    assert stages["gan"].source == "shipped" and stages["gan"].output == GENERATOR
 
 
 def test_everything_shipped_stays_small():
