@@ -180,3 +180,145 @@ def test_copy_and_provenance(ckpt, tmp_path):
     record = parent_record(ckpt)
     assert record["sha256"] == sha256_file(copy)
     assert record["path"] == str(ckpt.resolve())
+
+
+# --- the weight count that guards build_from_config --------------------------------------------------------------
+
+
+def _tiny_f():
+    from viscoin_cli.nets.classifier import Classifier
+
+    return Classifier("resnet18", 10, width=4, stem="small")
+
+
+def _tiny_g():
+    from tests.conftest import TINY_G
+    from viscoin_cli.nets.stylegan2 import Generator
+
+    return Generator(**TINY_G)
+
+
+class _Initialised(torch.nn.Module):
+    """Every initialiser and constructor op `_ShapesOnly` shortcuts, in one module."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.empty(n, 2 * n))
+        for init in (torch.nn.init.trunc_normal_, torch.nn.init.orthogonal_, torch.nn.init.xavier_normal_):
+            init(self.a)
+        self.b = torch.nn.Parameter(torch.randn([n, 3]) / 2 * torch.rand(1, 3))
+        self.register_buffer(
+            "f", torch.outer(torch.ones(n, dtype=torch.int64) / 3, torch.ones(n)).div(2, rounding_mode="floor")
+        )
+        self.c = torch.nn.Parameter(torch.empty(n).normal_().uniform_().erfinv_())
+
+
+def _kinds():
+    """(name, build, config) for every network kind that goes through build_from_config."""
+    from tests.conftest import TINY_G
+    from viscoin_cli.nets.classifier import Classifier
+    from viscoin_cli.nets.flaem import FLAEM
+    from viscoin_cli.nets.flint import FLINT
+    from viscoin_cli.nets.stylegan2 import Discriminator, Generator
+    from viscoin_cli.nets.viscoin import VisCoIN
+    from viscoin_cli.training.gan import discriminator_kwargs_for
+
+    f, G = _tiny_f(), _tiny_g()
+    synthesis = TINY_G["synthesis_kwargs"]
+    D = discriminator_kwargs_for(TINY_G)
+    return [
+        ("resnet18 small", Classifier, {"arch": "resnet18", "num_classes": 10, "width": 4, "stem": "small"}),
+        ("resnet34 imagenet", Classifier, {"arch": "resnet34", "num_classes": 3, "width": 8, "stem": "imagenet"}),
+        ("resnet50", Classifier, {"arch": "resnet50", "num_classes": 7, "width": 8}),
+        ("G skip", Generator, TINY_G),
+        ("G resnet, conditional, fp16", Generator, {
+            **TINY_G, "c_dim": 4, "img_resolution": 32,
+            "synthesis_kwargs": {**synthesis, "architecture": "resnet", "num_fp16_res": 2, "conv_clamp": 256},
+        }),
+        ("G orig, 1 channel", Generator, {**TINY_G, "img_channels": 1, "synthesis_kwargs": {
+            **synthesis, "architecture": "orig"}}),
+        ("D resnet", Discriminator, D),
+        ("D skip, conditional", Discriminator, {**D, "architecture": "skip", "c_dim": 3,
+                                                 "epilogue_kwargs": {"mbstd_num_channels": 2}}),
+        ("D orig, 32 px", Discriminator, {**D, "architecture": "orig", "img_resolution": 32, "num_fp16_res": 1}),
+        ("VisCoIN", lambda **c: VisCoIN(f, G, c), {"num_concepts": 8, "hidden": 8}),
+        ("VisCoIN support_ws", lambda **c: VisCoIN(f, G, c), {"num_concepts": 5, "hidden": 4, "support_ws": [3]}),
+        ("FLINT", lambda **c: FLINT(f, c), {"num_concepts": 8, "hidden": 8, "resolution": 16}),
+        ("FLAEM", lambda **c: FLAEM(f, c), {"num_concepts": 8, "resolution": 16, "decoder_channels": [8, 4]}),
+        ("initialisers", _Initialised, {"n": 6}),
+    ]  # fmt: skip
+
+
+def test_weight_count_matches_a_real_build():
+    """The count comes from a build that skips initialisers and shortcuts ops: it must still be exact."""
+    from viscoin_cli.io.checkpoint import _count_parameters
+
+    for name, build, config in _kinds():
+        real = build(**config)
+        expected = sum(p.numel() for p in real.parameters()) + sum(b.numel() for b in real.buffers())
+        assert _count_parameters(build, config) == expected, name
+
+
+def test_weight_count_leaves_the_random_stream_alone():
+    from viscoin_cli.io.checkpoint import _count_parameters
+
+    kinds = _kinds()  # builds f and G for real
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    for _, build, config in kinds:
+        _count_parameters(build, config)
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_weight_count_is_cheap():
+    """Meta kernels written in Python import sympy and torch._dynamo on first use (2-3 s of CPU, once per
+    process); counting any kind must run none of them. A new constructor op that does: shortcut it in
+    `_ShapesOnly` (or accept the cost)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys
+        from tests.test_checkpoint import _kinds
+        from viscoin_cli.io.checkpoint import _count_parameters
+        builds = _kinds()  # the real f and G the concept models take are built before the check
+        heavy = [m for m in ("sympy", "torch._dynamo") if m in sys.modules]
+        assert not heavy, f"imported before counting: {heavy}"
+        for name, build, config in builds:
+            assert _count_parameters(build, config), name
+            heavy = [m for m in ("sympy", "torch._dynamo") if m in sys.modules]
+            assert not heavy, f"counting {name} imported {heavy}"
+        """
+    )
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "what, config",
+    [
+        ("classifier", {"arch": "resnet50", "num_classes": 10, "width": 4096}),
+        ("generator", {"z_dim": 512, "c_dim": 0, "w_dim": 8192, "img_resolution": 16, "img_channels": 3,
+                       "mapping_kwargs": {"num_layers": 40}}),
+        ("discriminator", {"c_dim": 0, "img_resolution": 8192, "img_channels": 3,
+                           "channel_base": 1 << 22, "channel_max": 1 << 14}),
+        ("flint", {"num_concepts": 1 << 14, "hidden": 1 << 14, "resolution": 16}),
+    ],
+)  # fmt: skip
+def test_absurd_weight_counts_are_refused_before_building(what, config):
+    """Sizes each within CONFIG_BOUNDS that together ask for billions of weights: one line, nothing allocated."""
+    from viscoin_cli.io.checkpoint import build_from_config
+    from viscoin_cli.nets.classifier import Classifier
+    from viscoin_cli.nets.flint import FLINT
+    from viscoin_cli.nets.stylegan2 import Discriminator, Generator
+
+    f = _tiny_f() if what == "flint" else None
+    build = {"classifier": Classifier, "generator": Generator, "discriminator": Discriminator}.get(
+        what, lambda **c: FLINT(f, c)
+    )
+    with pytest.raises(UserError, match=rf"^x\.safetensors: {what} config not understood \(ValueError: .* billion"):
+        build_from_config(build, config, "x.safetensors", what)

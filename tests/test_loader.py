@@ -182,3 +182,34 @@ def test_a_usage_error_is_printed_by_rank_0_alone(rank, printed):
         assert len(result.stderr.splitlines()) == 1
     else:
         assert result.stderr == ""
+
+
+def test_classifier_training_keeps_its_workers_and_reshuffles(tmp_path, monkeypatch):
+    """`pretrain-classifier --workers 1` for two epochs: every training image is loaded by one worker process
+    that lasts the run (persistent), yet each epoch reads its own order (the sampler runs in the main
+    process), the very (index, seed) items `--workers 0` reads."""
+    log = tmp_path / "items"
+    load = SeededItems.__getitem__
+
+    def logged(self, key):
+        with open(log, "a") as fh:  # the forked worker inherits this patch and appends its pid
+            fh.write(f"{os.getpid()} {key[0]} {key[1]}\n")
+        return load(self, key)
+
+    monkeypatch.setattr(SeededItems, "__getitem__", logged)
+    common = ["--dataset", "digits", "--resolution", "16", "--width", "4", "--batch-size", "64", "--epochs", "2"]
+    read = {}
+    for workers in ("0", "1"):
+        result = run_cli("pretrain-classifier", *common, "--device", "cpu", "--quiet", "--workers", workers,
+                         "--out", tmp_path / f"run{workers}")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        read[workers] = [line.split() for line in log.read_text().splitlines()]
+        log.unlink()
+    pids = {pid for pid, *_ in read["1"]}
+    assert len(pids) == 1 and int(pids.pop()) != os.getpid()
+    items = [tuple(item) for _, *item in read["1"]]
+    assert items == [tuple(item) for _, *item in read["0"]]
+    half = len(items) // 2
+    first, second = items[:half], items[half:]
+    assert len(set(first)) == half and [i for i, _ in first] != [i for i, _ in second]  # epochs differ
+    assert {seed for _, seed in first}.isdisjoint(seed for _, seed in second)  # each epoch its own seeds

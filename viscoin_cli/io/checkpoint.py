@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from viscoin_cli import __version__
 from viscoin_cli.errors import UserError, one_line
@@ -206,11 +207,77 @@ def check_config_bounds(config: Any, where: str = "") -> None:
                 raise ValueError(f"{name} = {value} is outside {low}..{high}")
 
 
+def _broadcast(*shapes: torch.Size) -> torch.Size:
+    """`torch.broadcast_shapes`, which imports sympy on first use."""
+    out: list[int] = []
+    for dims in zip(*(reversed([1] * (max(map(len, shapes)) - len(s)) + list(s)) for s in shapes), strict=True):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise RuntimeError(f"shapes {', '.join(str(list(s)) for s in shapes)} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return torch.Size(reversed(out))
+
+
+def _empty_like(like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`torch.empty_like` (whose meta kernel imports sympy), keeping a channels-last layout."""
+    last = like.ndim == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if last else torch.contiguous_format
+    return torch.empty(like.shape, dtype=dtype, device=like.device, memory_format=layout)
+
+
+def _elementwise(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
+    """`mul`/`div`/`outer` of meta tensors as an uninitialised tensor of the shape and dtype the op gives; the
+    op itself where its arguments are anything but the plain ones a constructor passes."""
+    division = func in (torch.div, torch.Tensor.div)
+    options = {"rounding_mode"} if division and kwargs.get("rounding_mode") in (None, "trunc", "floor") else set()
+    if len(args) != 2 or kwargs.keys() - options:
+        return func(*args, **kwargs)
+    if func in (torch.outer, torch.Tensor.outer):
+        a, b = args
+        if not (isinstance(b, torch.Tensor) and a.ndim == b.ndim == 1):
+            return func(*args, **kwargs)
+        return torch.empty(a.numel(), b.numel(), dtype=torch.result_type(a, b), device="meta")
+    shape = _broadcast(*(x.shape for x in args if isinstance(x, torch.Tensor)))
+    dtype = torch.result_type(*args)
+    if division and kwargs.get("rounding_mode") is None and not (dtype.is_floating_point or dtype.is_complex):
+        dtype = torch.get_default_dtype()  # true division of integers
+    like = next((x for x in args if isinstance(x, torch.Tensor) and x.shape == shape), None)
+    out = _empty_like(like, dtype) if like is not None else torch.empty(shape, dtype=dtype, device="meta")
+    return out.requires_grad_(torch.is_grad_enabled() and any(getattr(x, "requires_grad", False) for x in args))
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """Inside a meta build: initialisers (`torch.nn.init`, `Tensor.normal_`...) leave a meta tensor as it is,
+    `randn`/`rand` on meta become plain allocations and `mul`/`div`/`outer` of meta tensors allocate their
+    result without running. A count needs shapes only, and these ops' meta kernels are Python ones whose first
+    use imports sympy and torch._dynamo: seconds of CPU, most of a model load. Anything else (a tensor on
+    another device included) runs as it is."""
+
+    _RANDOM = ("normal_", "uniform_", "bernoulli_", "exponential_", "log_normal_", "cauchy_", "geometric_", "random_")
+    _FILLS = frozenset(
+        [getattr(torch.Tensor, name) for name in (*_RANDOM, "erfinv_")]
+        + [getattr(torch.nn.init, name) for name in torch.nn.init.__all__ if name.endswith("_")]
+    )
+    _ELEMENTWISE = (torch.mul, torch.Tensor.mul, torch.div, torch.Tensor.div, torch.outer, torch.Tensor.outer)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._FILLS and getattr(args[0] if args else kwargs.get("tensor"), "is_meta", False):
+            return args[0] if args else kwargs["tensor"]
+        if func in (torch.randn, torch.rand) and torch.device(kwargs.get("device") or "meta").type == "meta":
+            return torch.empty(*args, **{k: v for k, v in kwargs.items() if k != "generator"})  # `empty`'s signature
+        tensors = [x for x in args if isinstance(x, torch.Tensor)]
+        if func in self._ELEMENTWISE and tensors and all(x.is_meta for x in tensors):
+            return _elementwise(func, args, kwargs)
+        return func(*args, **kwargs)
+
+
 def _count_parameters(build: Callable[..., T], config: Mapping[str, Any]) -> int | None:
     """The number of weights `build(**config)` would allocate, found by building it on the meta device (no
-    memory); None when the network cannot be built there (then the bounds above are the guard)."""
+    memory) without initialising anything (`_ShapesOnly`); None when the network cannot be built there (then
+    the bounds above are the guard)."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _ShapesOnly():
             probe = build(**config)
     except (NotImplementedError, RuntimeError):
         return None

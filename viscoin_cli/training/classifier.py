@@ -182,12 +182,15 @@ def train_classifier(
 
     train_sampler = EpochShard(train_set, rt.world_size, rt.rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader_kw = dict(num_workers=cfg.workers, pin_memory=rt.device.type == "cuda", worker_init_fn=seed_worker)
+    # Persistent workers: no restart each epoch. Still exact: the sampler (so the epoch's order, set_epoch)
+    # runs in this process, and items carry their own seeds (the workers' base seeds play no part).
     train_loader = DataLoader(
         SeededItems(train_set),
         per_rank_batch,
         sampler=train_sampler,
         drop_last=True,
         generator=rt.loader_generator(),
+        persistent_workers=cfg.workers > 0,
         **loader_kw,
     )
 
