@@ -150,13 +150,43 @@ def upfirdn2d(
 ) -> torch.Tensor:
     """Per channel: insert up−1 zeros after each pixel, pad (negative = crop), convolve with f, keep every down-th.
 
-    The zero-insertion and the filter run as one depthwise transposed conv (stride `up`), which never
-    materializes the zeros; padding relative to the upsampled image is then applied as a pad/crop.
+    A linear map whose gradient is its adjoint, another upfirdn2d (up and down swapped, the filter flipped,
+    the padding NVIDIA's CUDA op uses), so gradients of any order are upfirdn2d calls: autograd's own double
+    backward of the depthwise conv inside runs one conv per channel (thousands per R1 step through D).
     """
     if f is None:
         f = torch.ones(1, 1, dtype=torch.float32, device=x.device)
+    return _UpFirDn2d.apply(x, f, up, down, _pads(padding), flip_filter, gain)
+
+
+class _UpFirDn2d(torch.autograd.Function):
+    """upfirdn2d with its adjoint as gradient (NVIDIA's CUDA op's backward, here on `_upfirdn2d`)."""
+
+    @staticmethod
+    def forward(ctx, x, f, up, down, pads, flip_filter, gain):
+        ctx.save_for_backward(f)
+        ctx.args = (up, down, pads, flip_filter, gain, x.shape[2:])
+        return _upfirdn2d(x, f, up, down, pads, flip_filter, gain)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (f,) = ctx.saved_tensors
+        up, down, (px0, _, py0, _), flip_filter, gain, (ih, iw) = ctx.args
+        oh, ow = dy.shape[2:]
+        fw, fh = _filter_size(f)
+        pads = (fw - px0 - 1, iw * up - ow * down + px0 - up + 1, fh - py0 - 1, ih * up - oh * down + py0 - up + 1)
+        dx = _UpFirDn2d.apply(dy, f, down, up, pads, not flip_filter, gain) if ctx.needs_input_grad[0] else None
+        return dx, None, None, None, None, None, None
+
+
+def _upfirdn2d(
+    x: torch.Tensor, f: torch.Tensor, up: int, down: int, pads: Sequence[int], flip_filter: bool, gain: float
+) -> torch.Tensor:
+    """upfirdn2d's forward. The zero-insertion and the filter run as one depthwise transposed conv (stride
+    `up`), which never materializes the zeros; padding relative to the upsampled image is then applied as a
+    pad/crop."""
     channels = x.shape[1]
-    px0, px1, py0, py1 = _pads(padding)
+    px0, px1, py0, py1 = pads
     fw, fh = _filter_size(f)
     if up > 1:
         # conv_transpose2d = zero-insertion then *full* convolution: output pixel j is filtered-upsampled
