@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.metrics.faithfulness import DEFAULT_THRESHOLDS, median
+from viscoin_cli.metrics.faithfulness import DEFAULT_THRESHOLDS, summarize
 
 LAYERS = ("layer2", "layer3", "layer4_penultimate", "pooled")
 MAX_DIRECTIONS = 512
@@ -633,18 +633,7 @@ def _faithfulness_batch(classifier, pairs, a, predicted, p, thresholds, generato
 
 def _faithfulness_summary(faith) -> dict[str, dict[str, float]]:
     """The faithfulness metric's own summary (metrics/faithfulness.py): median and mean, beside random."""
-    result = {}
-    for threshold, lists in faith.items():
-        ff, rand, removed = (torch.cat(lists[key]) for key in ("ff", "random", "removed"))
-        result[f"{threshold:g}"] = {
-            "median": median(ff),
-            "random_median": median(rand),
-            "mean": ff.mean().item(),
-            "random_mean": rand.mean().item(),
-            "mean_directions_removed": removed.mean().item(),
-            "samples": len(ff),
-        }
-    return result
+    return summarize(faith, "removed", "mean_directions_removed")
 
 
 # ---------------------------------------------------------------------------------------------------

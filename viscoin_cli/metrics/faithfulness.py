@@ -85,15 +85,21 @@ def faithfulness(
             values[threshold]["zeroed"].append(mask.sum(1).float())
         if on_batch is not None:
             on_batch(len(batch))
+    return summarize(values, "zeroed", "mean_concepts_zeroed")
+
+
+def summarize(values: dict[float, dict[str, list[torch.Tensor]]], count: str, label: str) -> dict[str, dict]:
+    """Per τ: the median and mean drop beside the random baseline's, and the mean of `count` (what was removed
+    per image, reported as `label`), from the per-batch lists "ff", "random" and `count`."""
     result = {}
     for threshold, lists in values.items():
-        ff, rand, zeroed = (torch.cat(lists[key]) for key in ("ff", "random", "zeroed"))
+        ff, rand, removed = (torch.cat(lists[key]) for key in ("ff", "random", count))
         result[f"{threshold:g}"] = {
             "median": median(ff),
             "random_median": median(rand),
             "mean": ff.mean().item(),
             "random_mean": rand.mean().item(),
-            "mean_concepts_zeroed": zeroed.mean().item(),
+            label: removed.mean().item(),
             "samples": len(ff),
         }
     return result
