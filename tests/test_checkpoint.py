@@ -192,7 +192,8 @@ def _tiny_f():
 
 
 def _tiny_g():
-    from tests.conftest import TINY_G
+    from conftest import TINY_G
+
     from viscoin_cli.nets.stylegan2 import Generator
 
     return Generator(**TINY_G)
@@ -215,7 +216,8 @@ class _Initialised(torch.nn.Module):
 
 def _kinds():
     """(name, build, config) for every network kind that goes through build_from_config."""
-    from tests.conftest import TINY_G
+    from conftest import TINY_G
+
     from viscoin_cli.nets.classifier import Classifier
     from viscoin_cli.nets.flaem import FLAEM
     from viscoin_cli.nets.flint import FLINT
@@ -282,7 +284,8 @@ def test_weight_count_is_cheap():
     script = textwrap.dedent(
         """
         import sys
-        from tests.test_checkpoint import _kinds
+        sys.path.insert(0, "tests")  # as pytest puts it: the test modules import conftest
+        from test_checkpoint import _kinds
         from viscoin_cli.io.checkpoint import _count_parameters
         builds = _kinds()  # the real f and G the concept models take are built before the check
         heavy = [m for m in ("sympy", "torch._dynamo") if m in sys.modules]

@@ -10,10 +10,10 @@ import json
 
 import pytest
 import torch
+from conftest import assert_one_line_error, run_cli, save_tiny_classifier, save_tiny_generator
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from tests.conftest import assert_one_line_error, run_cli, save_tiny_classifier, save_tiny_generator
 from viscoin_cli.errors import UserError
 from viscoin_cli.interpret.direction_pairs import (
     DirectionConfig,
