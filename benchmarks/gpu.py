@@ -12,8 +12,8 @@ Prints one row per measurement beside its target (under 8 minutes on an H100/H20
   with 14 W+ vectors, K=256; LPIPS off: its weights are a download), eager and --compile, and the model FLOP
   utilisation (FLOPs of one step from FlopCounterMode / time / the GPU's peak: --peak-tflops, or dense
   bf16 of H100/H200/A100 by name; the step runs fp32/TF32, so this is a lower bound).
-  data loader: images/s of the training loader (`tick_loader`) decoding + augmenting 256 px JPEGs it writes
-  to a temporary folder dataset, with workers and pinned memory.
+  data loader: images/s of the training loader (`RunLoader`, workers that live for the run) decoding +
+  augmenting 256 px JPEGs it writes to a temporary folder dataset, with pinned memory; the second tick is timed.
 Without CUDA (or with --cpu-smoke) the same code runs at 32 px with tiny widths for 2 iterations: tests run it.
 """
 
@@ -202,19 +202,25 @@ def write_jpegs(root: Path, s: dict[str, Any]) -> None:
 
 
 def loader_images_per_second(root: Path, s: dict[str, Any], rt) -> tuple[float, int]:
-    """Images/s of the training loader over one tick (workers started, then timed), and its workers."""
+    """Images/s of the training loader in a run's steady state (its workers started and warm: the second of
+    two ticks is timed), and its workers."""
     from viscoin_cli.cli.options import default_workers
     from viscoin_cli.data import load_dataset
-    from viscoin_cli.training.run import tick_loader
+    from viscoin_cli.training.run import RunLoader
 
     dataset = load_dataset("folder", "train", root=root, resolution=s["res"], augment=True)
     workers = default_workers("folder", None)
     steps = max(4, s["images"] // s["batch"])
+    data = RunLoader(dataset, s["batch"], 0, [(0, steps), (1, steps)], rt, workers)
+    for images, _ in data.tick(0):
+        images.to(rt.device, non_blocking=True)
     start = time.perf_counter()
-    for images, _ in tick_loader(dataset, s["batch"], steps, 0, 0, rt, workers):
+    for images, _ in data.tick(1):
         images.to(rt.device, non_blocking=True)
     sync(rt.device)
-    return steps * s["batch"] / (time.perf_counter() - start), workers
+    seconds = time.perf_counter() - start
+    data.close()
+    return steps * s["batch"] / seconds, workers
 
 
 def viscoin_step(root: Path, s: dict[str, Any], G, rt, compile_: bool) -> tuple[float, float]:
