@@ -11,6 +11,7 @@ import typer
 from viscoin_cli.choices import DatasetName
 from viscoin_cli.cli import _interpret as common
 from viscoin_cli.cli import options as o
+from viscoin_cli.cli._evaluation import check_capture_threshold
 from viscoin_cli.cli._groups import SEEDED_RUNTIME, Run, grouped
 from viscoin_cli.cli.directions import directions_app
 from viscoin_cli.cli.evaluate import CaptureThreshold
@@ -103,8 +104,7 @@ def classifier_directions(
         seed=run.seed,
     ).check()
     common.check_positive(batch_size, "--batch-size")
-    if not 0 < capture_threshold <= 1:
-        raise UserError(f"--capture-threshold {capture_threshold}: must be an AUC in (0, 1]")
+    check_capture_threshold(capture_threshold)
     _check_out(out, force)
     facts = _classifier_facts(classifier)
     name = str(dataset.value if dataset is not None else facts["name"])

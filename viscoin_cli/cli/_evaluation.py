@@ -86,8 +86,7 @@ def build_settings(options: MetricOptions, facts: common.ModelFacts, batch_size:
     common.check_positive(options.vis_pairs, "--vis-pairs")
     if not -1 <= options.duplicate_threshold <= 1:
         raise UserError(f"--duplicate-threshold {options.duplicate_threshold}: must be a correlation in [-1, 1]")
-    if not 0 < options.capture_threshold <= 1:
-        raise UserError(f"--capture-threshold {options.capture_threshold}: must be an AUC in (0, 1]")
+    check_capture_threshold(options.capture_threshold)
     if not math.isfinite(options.render_lambda) or abs(options.render_lambda) > MAX_LAMBDA:
         raise UserError(f"--render-lambda {options.render_lambda}: must be a number within ±{MAX_LAMBDA:g}")
     if options.render_samples < 0:
@@ -143,3 +142,9 @@ def open_model(facts: common.ModelFacts, inputs: common.Inputs, run: Run, settin
     )
     warn_non_finite(non_finite_tensors(evaluation.model.state_dict()), f"{facts.path} (with its f and G)")
     return evaluation
+
+
+def check_capture_threshold(value: float) -> None:
+    """--capture-threshold is an AUC a concept (or direction) must reach to capture an attribute value."""
+    if not 0 < value <= 1:
+        raise UserError(f"--capture-threshold {value}: must be an AUC in (0, 1]")

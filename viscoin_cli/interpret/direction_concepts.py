@@ -15,17 +15,18 @@ from typing import Any
 import torch
 
 from viscoin_cli.errors import UserError
-from viscoin_cli.interpret.direction_pairs import DirectionPairs, image_scores, load_direction_pairs, pearson, read
+from viscoin_cli.interpret.direction_pairs import DirectionPairs, image_scores, load_direction_pairs, read
+from viscoin_cli.metrics.health import correlations
 
 
-def best_concepts(correlations: torch.Tensor, top: int = 3) -> list[dict[str, Any]]:
-    """Per direction (row of [K_dir, K_concepts] correlations): the best concept and the `top` best, JSON-ready."""
+def best_concepts(r: torch.Tensor, top: int = 3) -> list[dict[str, Any]]:
+    """Per direction (row of [K_dir, K_concepts] correlations r): the best concept and the `top` best, JSON-ready."""
     rows = []
-    values, indices = correlations.sort(dim=1, descending=True, stable=True)
-    for j in range(len(correlations)):
+    values, indices = r.sort(dim=1, descending=True, stable=True)
+    for j in range(len(r)):
         ranked = [
-            {"concept": int(indices[j, r]), "correlation": round(float(values[j, r]), 6)}
-            for r in range(min(top, correlations.shape[1]))
+            {"concept": int(indices[j, rank]), "correlation": round(float(values[j, rank]), 6)}
+            for rank in range(min(top, r.shape[1]))
         ]
         rows.append({"direction": j, **ranked[0], "top": ranked})
     return rows
@@ -75,8 +76,7 @@ def pair_with_concepts(
         raise UserError(f"{model_meta.path}: the checkpoint does not record its dataset")
     test_set = load_dataset(facts["name"], "test", root=data_root, resolution=int(facts["resolution"]))
     reads, concepts = direction_and_concept_activations(model, pairs, test_set, device, batch_size, max_images)
-    correlations = pearson(reads, concepts)
-    rows = best_concepts(correlations, top)
+    rows = best_concepts(correlations(reads, concepts).float(), top)
     best = torch.tensor([row["correlation"] for row in rows])
     return {
         "directions": str(meta.path),

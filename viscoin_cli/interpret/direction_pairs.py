@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from viscoin_cli.errors import UserError
+from viscoin_cli.interpret.relevance import relative
 from viscoin_cli.metrics.faithfulness import DEFAULT_THRESHOLDS, summarize
 
 LAYERS = ("layer2", "layer3", "layer4_penultimate", "pooled")
@@ -289,21 +290,6 @@ def random_orthonormal(images: int, dim: int, count: int, generator: torch.Gener
     baseline removes as many of them as the method removes directions."""
     q, _ = torch.linalg.qr(torch.randn(images, dim, count, generator=generator))
     return q.transpose(1, 2)
-
-
-def local_relevance(contributions: torch.Tensor) -> torch.Tensor:
-    """Relevance [N, K] of each direction to each image's prediction, like concept relevance (paper §3.5):
-    its contribution to the predicted logit over the largest absolute contribution, in [−1, 1]."""
-    scale = contributions.abs().amax(1, keepdim=True)
-    return contributions / scale.clamp_min(torch.finfo(contributions.dtype).tiny)
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation [Ka, Kb] between the columns of a [N, Ka] and b [N, Kb] (0 for a constant column)."""
-    a = a.double() - a.double().mean(0)
-    b = b.double() - b.double().mean(0)
-    norms = a.norm(dim=0)[:, None] * b.norm(dim=0)[None, :]
-    return ((a.T @ b) / norms.clamp_min(_EPS)).float()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -563,7 +549,7 @@ def evaluate_direction_pairs(
             removed = classifier.forward_from(pairs.layer, remove(a, decoding, encoding, only)).float()
             flips[j] += float((removed.argmax(1) != predicted).sum())
             drops[j] += float((p - _probability(removed, predicted)).sum())
-        _faithfulness_batch(classifier, pairs, a, predicted, p, config.thresholds, generator, faith)
+        _faithfulness_batch(classifier, pairs, a, reads, predicted, p, config.thresholds, generator, faith)
         seen += len(images)
     top_scores, top_indices = best
     return Evaluation(
@@ -607,11 +593,12 @@ def contributions(classifier, layer: str, activation: torch.Tensor, reads: torch
     return (reads * along).sum((2, 3)) if reads.ndim == 4 else reads * along
 
 
-def _faithfulness_batch(classifier, pairs, a, predicted, p, thresholds, generator, faith) -> None:
-    """Remove each image's relevant directions (relevance > τ) and as many random orthonormal directions."""
+def _faithfulness_batch(classifier, pairs, a, reads, predicted, p, thresholds, generator, faith) -> None:
+    """Remove each image's relevant directions (relevance > τ) and as many random orthonormal directions;
+    `reads` are the batch's factors `read(a, decoding)`."""
     decoding, encoding = pairs.decoding.to(a.device), pairs.encoding.to(a.device)
-    reads = read(a, decoding)
-    relevance = local_relevance(contributions(classifier, pairs.layer, a, reads, encoding, predicted))
+    # like a concept's local relevance (paper §3.5): its contribution to the predicted logit, relative
+    relevance = relative(contributions(classifier, pairs.layer, a, reads, encoding, predicted))
     randoms = random_orthonormal(len(a), a.shape[1], len(pairs), generator).to(a.device)
     for threshold in thresholds:
         mask = relevance > threshold

@@ -21,7 +21,12 @@ def contributions(pooled: torch.Tensor, weight: torch.Tensor, classes: torch.Ten
 
 def local_relevance(pooled: torch.Tensor, weight: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
     """r_{k,x} for pooled activations [N, K], head weights [C, K] and predicted classes [N] -> [N, K]."""
-    contrib = contributions(pooled, weight, predicted)
+    return relative(contributions(pooled, weight, predicted))
+
+
+def relative(contrib: torch.Tensor) -> torch.Tensor:
+    """Contributions [N, K] to each sample's logit over the sample's largest absolute one, in [−1, 1] (0 for a
+    sample with none): relevance from contributions, for concepts and for classifier directions alike."""
     scale = contrib.abs().amax(dim=1, keepdim=True)
     return contrib / scale.clamp_min(torch.finfo(contrib.dtype).tiny)
 

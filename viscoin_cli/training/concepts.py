@@ -29,8 +29,7 @@ from viscoin_cli.io.images import save_grid
 from viscoin_cli.nets.classifier import load_classifier
 from viscoin_cli.nets.concept_model import ConceptModel, ConceptOutput
 from viscoin_cli.runtime import Runtime, all_reduce_sum, maybe_compile
-from viscoin_cli.shipped import default_parent
-from viscoin_cli.training.config import TrainConfig
+from viscoin_cli.training.config import TrainConfig, with_shipped_parent
 from viscoin_cli.training.run import RunFolder, RunLoader, run_ticks
 
 
@@ -54,11 +53,7 @@ class ConceptTrainConfig(TrainConfig):
 
     @classmethod
     def resolve(cls, values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:  # noqa: ARG003
-        values = dict(values)
-        shipped = default_parent(values.get("dataset", "digits"), "classifier")
-        if shipped is not None:  # an embedded dataset's shipped f is its default
-            values.setdefault("classifier", str(shipped))
-        return values
+        return with_shipped_parent(values, "classifier")
 
     def check(self) -> None:
         expected = type(self).__dataclass_fields__["method"].default

@@ -192,3 +192,12 @@ def _convert(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one bran
     elif origin is dict and isinstance(value, dict):
         return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
     raise UserError(f"{where} = {value!r}: expected {_describe(hint)}")
+
+
+def with_shipped_parent(values: dict[str, Any], role: str) -> dict[str, Any]:
+    """A copy of `values` whose `role` (classifier or generator) defaults to the dataset's shipped checkpoint,
+    when the dataset (an embedded one) ships one."""
+    from viscoin_cli.shipped import default_parent
+
+    shipped = default_parent(values.get("dataset", "digits"), role)
+    return dict(values) if shipped is None else {role: str(shipped), **values}

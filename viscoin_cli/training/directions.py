@@ -34,8 +34,7 @@ from viscoin_cli.io.images import save_grid, upscale_factor
 from viscoin_cli.nets.concept_model import freeze
 from viscoin_cli.nets.latent_directions import MAX_DIRECTIONS, GanDirections, LatentDirections, Reconstructor
 from viscoin_cli.runtime import Runtime, seed_for
-from viscoin_cli.shipped import default_parent
-from viscoin_cli.training.config import TrainConfig
+from viscoin_cli.training.config import TrainConfig, with_shipped_parent
 from viscoin_cli.training.run import RunFolder
 
 SCALE_SAMPLES = 4096  # mapped latents that measure σ_W
@@ -74,10 +73,7 @@ class DirectionsConfig(TrainConfig):
 
     @classmethod
     def resolve(cls, values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:  # noqa: ARG003
-        values = dict(values)
-        shipped = default_parent(values.get("dataset", "digits"), "generator")
-        if shipped is not None:  # the embedded dataset's shipped G is the default
-            values.setdefault("generator", str(shipped))
+        values = with_shipped_parent(values, "generator")
         if values.get("generator"):  # the run is named after, and records, the dataset G was trained on
             facts = read_meta(values["generator"], kind="generator").dataset or {}
             if facts.get("name") in DATASET_NAMES:

@@ -23,8 +23,8 @@ from viscoin_cli.nets.lpips import LPIPS
 from viscoin_cli.nets.stylegan2 import load_generator
 from viscoin_cli.nets.viscoin import VisCoIN, check_compatible
 from viscoin_cli.runtime import Runtime, maybe_compile
-from viscoin_cli.shipped import default_parent
 from viscoin_cli.training.concepts import ConceptTrainConfig, load_splits
+from viscoin_cli.training.config import with_shipped_parent
 from viscoin_cli.training.losses import LossWeights, viscoin_loss
 
 # The paper's table per dataset (docs/method.md, "Hyperparameters"); digits: small K and Ψ width, a budget
@@ -80,10 +80,7 @@ class VisCoINConfig(ConceptTrainConfig):
 
     @classmethod
     def resolve(cls, values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-        values = super().resolve(values, given)
-        shipped = default_parent(values.get("dataset", "digits"), "generator")
-        if shipped is not None:  # an embedded dataset's shipped G is its default
-            values.setdefault("generator", str(shipped))
+        values = with_shipped_parent(super().resolve(values, given), "generator")
         if "lpips" not in given:  # no pretrained LPIPS backbone offline: the embedded datasets train without it
             no_weights = values.get("dataset", "digits") in EMBEDDED and values.get("lpips_weights") is None
             values["lpips"] = "none" if no_weights else "alex"
