@@ -46,6 +46,16 @@ def test_the_shipped_concept_models_explain_the_shipped_classifier(method):
 
 
 @torch.no_grad()
+def test_viscoin_renders_with_the_shipped_generator_from_a_fresh_clone():
+    """Its generator was trained as a GAN snapshot of another name: found as generator.safetensors beside it."""
+    model, _ = load_concept_model(shipped_file("shapes", "viscoin"))
+    images = torch.stack([load_dataset("shapes", "test")[i][0] for i in range(2)])
+    encoded = model.encode(images)
+    rendered = model.render(encoded.concept_maps, encoded.support)
+    assert rendered.shape == (2, 3, 32, 32) and rendered.isfinite().all()
+
+
+@torch.no_grad()
 def test_the_classifier_reaches_its_recorded_test_accuracy():
     f, _ = load_classifier(CLASSIFIER)
     test = load_dataset("shapes", "test")

@@ -66,12 +66,16 @@ def check_config_keys(config: dict, known: tuple[str, ...], method: str) -> None
         raise UserError(f"unknown {method} config key {unknown[0]!r} (expected {', '.join(known)})")
 
 
-def find_parent(recorded: Path, model_path: Path) -> Path:
-    """The recorded path, else a file of the same name next to the model (a copied or cloned folder)."""
+def find_parent(recorded: Path, model_path: Path, role: str) -> Path:
+    """The recorded path, else a file of the same name next to the model (a copied or cloned folder), else
+    `<role>.safetensors` next to it (the shipped layout: a parent trained under another file name, e.g. a GAN
+    snapshot, is shipped as generator.safetensors). The caller checks the sha256 either way."""
     if recorded.is_file():
         return recorded
-    sibling = Path(model_path).parent / recorded.name
-    return sibling if sibling.is_file() else recorded
+    for sibling in (Path(model_path).parent / recorded.name, Path(model_path).parent / f"{role}.safetensors"):
+        if sibling.is_file():
+            return sibling
+    return recorded
 
 
 def verified_parent(meta: CheckpointMeta, role: str, override: str | os.PathLike | None) -> Path:
@@ -80,7 +84,7 @@ def verified_parent(meta: CheckpointMeta, role: str, override: str | os.PathLike
     record = meta.parents.get(role)
     if record is None:
         raise UserError(f"{meta.path}: does not record its {role}")
-    file = Path(override) if override is not None else find_parent(Path(record["path"]), meta.path)
+    file = Path(override) if override is not None else find_parent(Path(record["path"]), meta.path, role)
     if not file.is_file():
         raise UserError(f"{meta.path}: its {role} {file} is missing (pass --{role} PATH to point at it)")
     if sha256_file(file) != record["sha256"]:
