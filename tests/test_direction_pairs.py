@@ -256,9 +256,8 @@ class Labelled(TensorDataset):
 def test_ground_truth_planted_and_random():
     """A direction whose scores are an attribute value's indicator has AUC 1 for it (found among the others);
     random scores give about 0.5. The scores are those of the evaluated subset: labels follow `indices`."""
-    from types import SimpleNamespace
-
     from viscoin_cli.interpret.direction_pairs import direction_ground_truth
+    from viscoin_cli.metrics.ground_truth import labelled
 
     g = torch.Generator().manual_seed(0)
     n = 4000
@@ -267,18 +266,20 @@ def test_ground_truth_planted_and_random():
     indices = torch.arange(1, n, 2)  # every other image evaluated
     scores = torch.rand(len(indices), 3, generator=g)
     scores[:, 2] = (shape[indices] == 2).float()  # direction 2 reads shape "c" exactly
-    evaluation = SimpleNamespace(indices=indices, scores=scores)
-    gt = direction_ground_truth(evaluation, data, threshold=0.9)
+    gt = direction_ground_truth(scores, labelled(data, indices), threshold=0.9)
     c = gt["per_attribute"]["shape"]["values"]["c"]
     assert c == {"concept": 2, "auc": 1.0, "captured": True, "positives": int((shape[indices] == 2).sum())}
     assert gt["captured"] == 1 and gt["targets"] == 6 and gt["concepts"] == 3 and gt["samples"] == len(indices)
     assert gt["render"] is None and gt["probe"] is None
-    noise = SimpleNamespace(indices=indices, scores=torch.rand(len(indices), 1, generator=g))
-    random = direction_ground_truth(noise, data, threshold=0.9)
+    assert gt["by_direction"][2] == {"direction": 2, "attribute": "shape", "value": "c", "auc": 1.0}
+    assert [row["direction"] for row in gt["by_direction"]] == [0, 1, 2]
+    noise = torch.rand(len(indices), 1, generator=g)
+    random = direction_ground_truth(noise, labelled(data, indices), threshold=0.9)
     aucs = [v["auc"] for a in random["per_attribute"].values() for v in a["values"].values()]
     assert all(abs(auc - 0.5) < 0.05 for auc in aucs), aucs
     assert random["captured"] == 0 and abs(random["mean_auc"] - 0.5) < 0.03
-    assert direction_ground_truth(noise, TensorDataset(torch.zeros(n, 1)), threshold=0.9) is None
+    assert labelled(TensorDataset(torch.zeros(n, 1))) is None
+    assert direction_ground_truth(noise, None, threshold=0.9) is None
 
 
 def test_ground_truth_cli_on_shapes(tmp_path):

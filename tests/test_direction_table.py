@@ -7,7 +7,14 @@ import json
 import pytest
 from conftest import assert_one_line_error, run_cli
 
-from viscoin_cli.interpret.direction_table import direction_cells, direction_rows, directions_html
+from viscoin_cli.interpret.direction_table import (
+    columns,
+    direction_cells,
+    direction_rows,
+    direction_summary,
+    directions_html,
+    truth_cells,
+)
 
 FAST = ("--samples", 600, "--test-images", 40, "--top-images", 2, "--device", "cpu", "--batch-size", 128)
 
@@ -34,6 +41,31 @@ def test_the_html_links_concepts_and_escapes_names():
     page = directions_html([classifier_entry()], ["<m>", "other"], link=lambda c: f"<a href='#concept-{c}'>{c}</a>")
     assert "<a href='#concept-3'>3</a> (+0.90)" in page and "&lt;m&gt;" in page and "<m>" not in page
     assert "mean best correlation 0.350" in page and "skipped (another f)" in page
+
+
+def test_the_ground_truth_is_a_last_column_and_a_summary_line():
+    entry = classifier_entry()
+    entry["ground_truth"] = {
+        "method": "classifier", "mean_auc": 0.75, "captured": 1, "targets": 16, "threshold": 0.9,
+        "by_direction": [{"direction": 0, "attribute": "shape", "value": "circle", "auc": 0.98},
+                         {"direction": 1, "attribute": None, "value": None, "auc": None}],
+    }  # fmt: skip
+    assert direction_rows(entry) == [["d0", "3 (+0.90)", "", "shape=circle (AUC 0.98)"], ["d1", "1 (-0.20)", "", ""]]
+    assert columns(entry, ["m", "other"]) == ["direction", "m", "other", "ground truth"]
+    assert "mean best AUC 0.750; 1 of 16 attribute values captured" in direction_summary(entry)[-1]
+    page = directions_html([entry], ["m", "other"])
+    assert "<th>ground truth</th>" in page and "<td>shape=circle (AUC 0.98)</td>" in page
+    gan = {"path": "g", "method": "gan", "pairings": []}
+    gan["ground_truth"] = {
+        "method": "gan", "shift": 6.0, "samples": 100, "flip_rate": 0.4, "controlled": 3, "targets": 16,
+        "control_threshold": 0.5,
+        "by_direction": [{"direction": 0, "sign": -1, "attribute": "colour", "value": "red", "flip_rate": 0.62}],
+    }  # fmt: skip
+    assert truth_cells(gan) == ["colour=red (-ε, flip 0.62)"]
+    assert "3 of 16 attribute values drawn in ≥ 50%" in direction_summary(gan)[-1]
+    skipped = {**classifier_entry(), "ground_truth": {"skipped": "no labels"}}
+    assert columns(skipped, ["m"]) == ["direction", "m"] and direction_summary(skipped)[-1].endswith("(no labels)")
+    assert columns(classifier_entry(), ["m"]) == ["direction", "m"]  # not asked for: no column, no line
 
 
 @pytest.fixture(scope="module")

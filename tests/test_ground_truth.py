@@ -219,6 +219,65 @@ def test_result_keys_name_every_number_of_the_document(brightness_probe):
     assert result["render"]["targets"] == 2 and result["render"]["flip_rate"] == 1.0
 
 
+# --- the shift test: generator directions on a fake generator ----------------------------------------------------
+
+
+class BrightnessGenerator(nn.Module):
+    """A stand-in G: z is w (2 W+ vectors of 4 dims); the image's brightness is w[0]: direction e0 draws
+    'bright' going up and 'dark' going down, e1 changes nothing the probe can see."""
+
+    z_dim, w_dim = 4, 4
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # where the model lives
+
+    def mapping(self, z: torch.Tensor, c: None) -> torch.Tensor:  # noqa: ARG002 (G's signature)
+        return z[:, None, :].expand(-1, 2, -1) * 0.3
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:  # noqa: ARG002
+        return _brightness_images(ws[:, 0, 0].clamp(-0.7, 0.7), seed=5)
+
+
+def _planted_directions():
+    from viscoin_cli.nets.latent_directions import LatentDirections
+
+    directions = LatentDirections(2, 4)
+    directions.raw.data = torch.eye(4)[:2].clone()
+    return directions
+
+
+def test_the_direction_that_draws_the_attribute_flips_the_probe_and_the_other_flips_nothing(brightness_probe):
+    from viscoin_cli.metrics.ground_truth import shift_test
+
+    result = shift_test(BrightnessGenerator(), _planted_directions(), brightness_probe, BRIGHT, shift=3.0, samples=60)
+    bright, dark = (result["per_attribute"]["light"]["values"][v] for v in ("bright", "dark"))
+    assert (bright["direction"], bright["sign"], dark["direction"], dark["sign"]) == (0, 1, 0, -1)
+    assert bright["flip_rate"] > 0.95 and dark["flip_rate"] > 0.95 and bright["probability_gain"] > 0.5
+    assert bright["samples"] + dark["samples"] == 60  # each image lacks exactly one of the two values
+    assert 0.2 < bright["baseline_rate"] < 0.8
+    assert result["controlled"] == 2 and result["targets"] == 2 and result["flip_rate"] > 0.95
+    first, second = result["by_direction"]
+    assert first["direction"] == 0 and first["flip_rate"] > 0.95
+    assert second["direction"] == 1 and second["flip_rate"] == pytest.approx(0.0, abs=0.05)
+    again = shift_test(BrightnessGenerator(), _planted_directions(), brightness_probe, BRIGHT, shift=3.0, samples=60)
+    assert again == result  # the seed draws the same latents
+
+
+def test_a_value_the_generator_always_draws_has_nothing_to_flip(brightness_probe):
+    from viscoin_cli.metrics.ground_truth import shift_test
+
+    class AlwaysBright(BrightnessGenerator):
+        def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:  # noqa: ARG002  # noqa: ARG002
+            return _brightness_images(torch.full((len(ws),), 0.6), seed=5)
+
+    result = shift_test(AlwaysBright(), _planted_directions(), brightness_probe, BRIGHT, shift=3.0, samples=20)
+    bright, dark = (result["per_attribute"]["light"]["values"][v] for v in ("bright", "dark"))
+    assert bright["samples"] == 0 and bright["flip_rate"] is None and bright["baseline_rate"] == 1.0
+    assert dark["samples"] == 20 and dark["flip_rate"] == 0.0
+    assert result["targets"] == 1 and result["controlled"] == 0
+
+
 # --- the metric end to end: the tiny digits model with planted attribute labels --------------------------------
 
 
@@ -415,3 +474,52 @@ def test_compare_shows_ground_truth_per_model_on_shapes(shapes_models):
         assert all(isinstance(value, int | float) for value in rows[key]["values"]), rows[key]
     assert rows["ground_truth.captured"]["of"] == [16, 16]
     assert document["settings"]["render_samples"] == 2 and document["settings"]["metrics"] == ["ground_truth"]
+
+
+@pytest.fixture(scope="module")
+def shapes_directions(shapes_models, tmp_path_factory) -> tuple[Path, Path, dict]:
+    """Both directions methods on the shapes models' f and G (a few steps): the classifier directions'
+    checkpoint, the generator directions' checkpoint and its summary.json."""
+    folder, out = shapes_models[0].parent.parent, tmp_path_factory.mktemp("shapes-directions")
+    result = run_cli(
+        "directions", "classifier", "--classifier", folder / "f.safetensors", "--directions", 3, "--samples", 600,
+        "--test-images", 40, "--top-images", 2, "--device", "cpu", "--batch-size", 128, "--out", out / "classifier",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run_cli(
+        "directions", "gan", "--generator", folder / "G.safetensors", "--directions", 3, "--iterations", 2,
+        "--batch-size", 4, "--eval-samples", 8, "--device", "cpu", "--out", out / "gan",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ground truth (shift test" in result.stdout
+    summary = json.loads((out / "gan" / "summary.json").read_text())
+    return out / "classifier" / "directions.safetensors", out / "gan" / "latest.safetensors", summary
+
+
+def test_directions_gan_writes_the_shift_test_on_shapes(shapes_directions):
+    truth = shapes_directions[2]["ground_truth"]
+    assert truth["method"] == "gan" and truth["directions"] == 3 and truth["samples"] == 100
+    assert [row["direction"] for row in truth["by_direction"]] == [0, 1, 2]
+    assert set(truth["per_attribute"]) == {"shape", "colour", "pattern", "size", "position", "background"}
+    assert 0 < truth["targets"] <= 16 and 0 <= truth["controlled"] <= truth["targets"]
+    assert set(truth["probe"]["accuracy"]) == set(truth["per_attribute"])
+
+
+def test_compare_shows_the_directions_ground_truth_on_shapes(shapes_models, shapes_directions):
+    classifier_dirs, gan_dirs, _ = shapes_directions
+    args = ["--metrics", "ground-truth", "--render-samples", "2", "--device", "cpu"]
+    args += ["--directions", classifier_dirs, "--directions", gan_dirs]
+    result = run_cli("compare", *shapes_models, *args, "--json")
+    assert result.exit_code == 0, result.output
+    entries = {entry["method"]: entry for entry in json.loads(result.stdout)["directions"]}
+    by_method = {method: entry["ground_truth"] for method, entry in entries.items()}
+    assert by_method["classifier"]["method"] == "classifier" and by_method["classifier"]["targets"] == 16
+    kept = len(entries["classifier"]["pairings"][0]["pairs"])  # the directions URA kept
+    assert len(by_method["classifier"]["by_direction"]) == kept and 0 <= by_method["classifier"]["mean_auc"] <= 1
+    assert by_method["gan"]["method"] == "gan" and len(by_method["gan"]["by_direction"]) == 3
+    table = run_cli("compare", *shapes_models, *args)
+    assert table.exit_code == 0, table.output
+    for text in ("ground truth", "mean best AUC", "shift test", "(AUC 0."):
+        assert text in table.stdout, text
+    plain = run_cli("compare", *shapes_models, "--metrics", "accuracy", "--device", "cpu", "--directions", gan_dirs)
+    assert plain.exit_code == 0 and "shift test" not in plain.stdout  # only with the ground-truth metric

@@ -117,6 +117,7 @@ def classifier_directions(
         fit_direction_pairs,
         write_outputs,
     )
+    from viscoin_cli.metrics.ground_truth import labelled
     from viscoin_cli.nets.classifier import load_classifier
     from viscoin_cli.runtime import setup_runtime
 
@@ -132,7 +133,8 @@ def classifier_directions(
     console.print(f"evaluating {len(pairs)} direction pairs on the test split")
     evaluation = evaluate_direction_pairs(f, pairs, test_set, config, rt, batch_size, workers)
     out.mkdir(parents=True, exist_ok=True)
-    ground_truth = direction_ground_truth(evaluation, test_set, capture_threshold)
+    labels = labelled(test_set, evaluation.indices)  # the evaluated images'
+    ground_truth = direction_ground_truth(evaluation.scores, labels, capture_threshold)
     document = write_outputs(out, pairs, evaluation, config, classifier, test_set, facts, ground_truth)
     if run.json_out:
         print_json(document)

@@ -133,10 +133,14 @@ def gan(
     The run folder gets options.json, metrics.jsonl (loss, direction cross-entropy, ε error, accuracy),
     latest.safetensors (kind directions: A and R, with G as its parent), the resume state, strips.png (one
     row per direction: the same seeds at ε from -S to S) and summary.json with R's direction accuracy and ε
-    error on held-out latents.
+    error on held-out latents; on a dataset with attribute labels (shapes), also the directions' ground truth:
+    for each attribute value, the direction (and sign) whose shift by S draws it in most of G's images that
+    lack it, as an attribute probe trained on the dataset reads them (the shift test, as `compare --metrics
+    ground-truth --directions` shows it).
 
     Example: viscoin directions gan --out runs/dirs-digits
     """
+    from viscoin_cli.interpret.direction_table import truth_summary
     from viscoin_cli.training.directions import DirectionsConfig, train_directions
 
     run_training(
@@ -149,6 +153,6 @@ def gan(
         describe=lambda summary: (
             f"direction accuracy {summary['reconstructor']['accuracy']:.4f}, ε error "
             f"{summary['reconstructor']['shift_mae']:.4f} σ_W (held out)\ndirections: {summary['directions']}\n"
-            f"strips: {summary['strips']}"
+            f"strips: {summary['strips']}" + "".join(f"\n{line}" for line in truth_summary(summary))
         ),
     )

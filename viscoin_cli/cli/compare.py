@@ -148,7 +148,9 @@ def compare(
     attribute labels, e.g. shapes), the mean best concept AUC per attribute value, how many values a concept
     captures and the render flip rate (as `viscoin evaluate ground-truth`); with --stability, a second
     table: per pair of models, how well their concepts match one to one; with --directions, a table per
-    directions file: a row per direction, the concept it finds in each model. Every model is evaluated as
+    directions file: a row per direction, the concept it finds in each model (and, with ground-truth among
+    --metrics, the attribute value it finds: AUC for classifier directions, the shift test's flip rate for
+    generator directions). Every model is evaluated as
     `viscoin evaluate` does, with the same --seed, --samples and consistency samples, so the numbers are
     paired: each equals what `viscoin evaluate` prints for that model with the same options. --metrics-json
     reads earlier `evaluate --json` outputs instead (only what they lack is computed); they must have been computed with
@@ -205,6 +207,7 @@ def compare(
             device=select_device(run.device),
             batch_size=batch_size,
             seed=run.seed,
+            ground_truth="ground_truth" in selected,
         )
     if csv_path is not None:
         write_csv(document, csv_path)
@@ -246,10 +249,10 @@ def print_directions(entry: dict[str, Any], document: dict[str, Any]) -> None:
     from rich.text import Text
 
     from viscoin_cli.interpret.compare import headings
-    from viscoin_cli.interpret.direction_table import direction_rows, direction_summary, title
+    from viscoin_cli.interpret.direction_table import columns, direction_rows, direction_summary, title
 
     table = Table(title=Text(title(entry)), caption=Text("\n".join(direction_summary(entry))))
-    for column in ("direction", *headings(document)):
+    for column in columns(entry, headings(document)):
         table.add_column(Text(column), justify="left")
     for row in direction_rows(entry):
         table.add_row(*(Text(cell) for cell in row))

@@ -205,7 +205,8 @@ def report(
         typer.Option(
             "--directions",
             help="A `viscoin directions gan` or `directions classifier` checkpoint: add a table of its directions "
-            "and the concept of this model each one finds (as `viscoin compare --directions`). Repeatable.",
+            "and the concept of this model each one finds (as `viscoin compare --directions`; with the ground-truth "
+            "metric, also the attribute value each direction finds). Repeatable.",
             rich_help_panel=METRICS,
         ),
     ] = None,
@@ -320,6 +321,7 @@ def report(
             device=evaluation.rt.device,
             batch_size=batch_size,
             seed=run.seed,
+            ground_truth="ground_truth" in ((document or {}).get("metrics") or {}),  # computed, or read
         )
     summary_doc = evaluation.document({})
     page = render_html(

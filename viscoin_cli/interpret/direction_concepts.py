@@ -32,19 +32,40 @@ def best_concepts(r: torch.Tensor, top: int = 3) -> list[dict[str, Any]]:
     return rows
 
 
+def _image_batches(dataset, count: int, batch_size: int, device: torch.device | str):
+    """The first `count` images of `dataset`, a batch at a time on `device` (a bounded pass)."""
+    for start in range(0, count, batch_size):
+        yield torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, count))]).to(device)
+
+
+def _direction_scores(classifier, pairs: DirectionPairs, images: torch.Tensor) -> torch.Tensor:
+    activation = classifier.forward_taps(images)[pairs.layer].float()
+    return image_scores(read(activation, pairs.decoding.to(images.device))).cpu()
+
+
+@torch.no_grad()
+def direction_scores(
+    classifier,
+    pairs: DirectionPairs,
+    dataset,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    max_images: int = 1000,
+) -> torch.Tensor:
+    """Each direction's image score [N, K_dir] over the first `max_images` images of `dataset`."""
+    batches = _image_batches(dataset, min(len(dataset), max_images), batch_size, device)
+    return torch.cat([_direction_scores(classifier, pairs, images) for images in batches])
+
+
 @torch.no_grad()
 def direction_and_concept_activations(
     model, pairs: DirectionPairs, dataset, device: torch.device | str = "cpu", batch_size: int = 64, max_images=1000
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Direction image scores [N, K_dir] and concept pooled activations [N, K_concepts] over the first
-    `max_images` images of `dataset` (a bounded pass, in batches)."""
-    decoding = pairs.decoding.to(device)
+    `max_images` images of `dataset` (one pass, in batches)."""
     reads, concepts = [], []
-    count = min(len(dataset), max_images)
-    for start in range(0, count, batch_size):
-        images = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, count))]).to(device)
-        activation = model.f.forward_taps(images)[pairs.layer].float()
-        reads.append(image_scores(read(activation, decoding)).cpu())
+    for images in _image_batches(dataset, min(len(dataset), max_images), batch_size, device):
+        reads.append(_direction_scores(model.f, pairs, images))
         concepts.append(model.encode(images).pooled.float().cpu())
     return torch.cat(reads), torch.cat(concepts)
 

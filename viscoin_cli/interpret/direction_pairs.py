@@ -566,20 +566,22 @@ def evaluate_direction_pairs(
     )
 
 
-def direction_ground_truth(evaluation: Evaluation, dataset, threshold: float) -> dict[str, Any] | None:
+def direction_ground_truth(
+    scores: torch.Tensor, labels: tuple[dict[str, torch.Tensor], dict[str, list[str]]] | None, threshold: float
+) -> dict[str, Any] | None:
     """The concept models' ground-truth detection (metrics/ground_truth.py's `attribute_auc`, the one AUC) with
-    each direction's per-image score in place of a concept's pooled activation, so `evaluate` and `compare` read
-    both alike ("concept" is then the direction's index). No render test: a direction edits f's activations,
-    not an image (render and probe are null, as for a concept model with --render-samples 0). None when the
-    dataset records no attribute labels."""
-    from viscoin_cli.metrics.ground_truth import attribute_auc
+    each direction's per-image score [N, K] in place of a concept's pooled activation, so `evaluate` and
+    `compare` read both alike ("concept" is then the direction's index), and `by_direction`: each direction's
+    own best value. No render test: a direction edits f's activations, not an image (render and probe are
+    null, as for a concept model with --render-samples 0). `labels`: the scored images' (`labelled`), None
+    when the dataset records none (then None)."""
+    from viscoin_cli.metrics.ground_truth import attribute_auc, best_targets
 
-    attributes, values = getattr(dataset, "attributes", None), getattr(dataset, "attribute_values", None)
-    if not attributes or not values:
+    if labels is None:
         return None
-    labels = {name: torch.as_tensor(attributes[name]).long()[evaluation.indices] for name in values}
-    result = attribute_auc(evaluation.scores, labels, dict(values), threshold)
-    return {**result, "render": None, "probe": None}
+    attributes, values = labels
+    result = attribute_auc(scores, attributes, values, threshold)
+    return {**result, "render": None, "probe": None, "by_direction": best_targets(scores, attributes, values)}
 
 
 def contributions(classifier, layer: str, activation: torch.Tensor, reads: torch.Tensor, encoding, classes):

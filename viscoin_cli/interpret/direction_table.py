@@ -9,7 +9,9 @@ either method and pair them with the concept models on the page:
 - `directions classifier` (f's activations): each direction is paired with the concept whose pooled test
   activation correlates most with the direction's read-out (`interpret/direction_concepts.py`).
 
-Either way the rows are directions and the cells concepts, so one table layout serves both.
+Either way the rows are directions and the cells concepts, so one table layout serves both. With
+`ground_truth` (a dataset with attribute labels), a last column names the attribute value each direction finds
+(`interpret/direction_truth.py`).
 """
 
 from __future__ import annotations
@@ -51,12 +53,15 @@ def pair_directions(
     device: Any = "cpu",
     batch_size: int = 64,
     seed: int = 0,
+    ground_truth: bool = False,
 ) -> list[dict[str, Any]]:
     """For each directions checkpoint, its pairing with every model (a list in the models' order). A model
     the method cannot pair (another f, another generator) gets `{"skipped": reason}` instead: one direction
-    file need not fit every column of a comparison."""
+    file need not fit every column of a comparison. With `ground_truth`, each entry also holds the directions'
+    ground truth (`directions_ground_truth`), or `{"skipped": reason}` (e.g. a dataset without labels)."""
     from viscoin_cli.interpret.direction_concepts import pair_with_concepts
     from viscoin_cli.interpret.direction_pairing import pair_directions_with_concepts
+    from viscoin_cli.interpret.direction_truth import directions_ground_truth
 
     methods = [directions_method(path) for path in directions]  # every header checked before any work
     entries = []
@@ -79,7 +84,21 @@ def pair_directions(
             except UserError as err:
                 result = {"model": str(model), "skipped": str(err)}
             pairings.append(result)
-        entries.append({"path": str(path), "method": method, "pairings": pairings})
+        entry = {"path": str(path), "method": method, "pairings": pairings}
+        if ground_truth:
+            try:
+                entry["ground_truth"] = directions_ground_truth(
+                    path,
+                    classifier=classifier,
+                    generator=generator,
+                    data_root=data_root,
+                    device=device,
+                    batch_size=batch_size,
+                    seed=seed,
+                )
+            except UserError as err:
+                entry["ground_truth"] = {"skipped": str(err)}
+        entries.append(entry)
     return entries
 
 
@@ -102,11 +121,59 @@ def direction_cells(entry: dict[str, Any]) -> list[list[Cell]]:
     ]
 
 
+def truth_cells(entry: dict[str, Any]) -> list[str] | None:
+    """Each direction's ground-truth value as text ("shape=circle (AUC 0.98)"; a generator direction's with the
+    sign of its shift and its flip rate), None without a ground truth."""
+    truth = entry.get("ground_truth") or {}
+    if "by_direction" not in truth:
+        return None
+    shown = []
+    for row in truth["by_direction"]:
+        if row.get("auc") is not None:
+            shown.append(f"{row['attribute']}={row['value']} (AUC {row['auc']:.2f})")
+        elif row.get("flip_rate") is not None:
+            sign = "+" if row["sign"] > 0 else "-"
+            shown.append(f"{row['attribute']}={row['value']} ({sign}ε, flip {row['flip_rate']:.2f})")
+        else:
+            shown.append("")
+    return shown
+
+
+def columns(entry: dict[str, Any], headings: Sequence[str]) -> list[str]:
+    """The table's column names: direction, a model each, and the ground truth when there is one."""
+    return ["direction", *headings, *(["ground truth"] if truth_cells(entry) is not None else [])]
+
+
 def direction_rows(entry: dict[str, Any]) -> list[list[str]]:
-    """`direction_cells` as text: "d3", then "12 (+0.93)" per model (empty where skipped)."""
-    return [
+    """`direction_cells` as text: "d3", then "12 (+0.93)" per model (empty where skipped), then the ground
+    truth's cell when there is one."""
+    truth = truth_cells(entry)
+    rows = [
         [f"d{d}", *("" if cell is None else f"{cell[0]} ({cell[1]:+.2f})" for cell in row)]
         for d, row in enumerate(direction_cells(entry))
+    ]
+    if truth is not None:
+        rows = [[*row, truth[d] if d < len(truth) else ""] for d, row in enumerate(rows)]
+    return rows
+
+
+def truth_summary(entry: dict[str, Any]) -> list[str]:
+    """One line on the directions' ground truth (none when it was not asked for)."""
+    truth = entry.get("ground_truth")
+    if truth is None:
+        return [f"ground truth: none ({entry['ground_truth_reason']})"] if entry.get("ground_truth_reason") else []
+    if "skipped" in truth:
+        return [f"ground truth: skipped ({truth['skipped']})"]
+    if truth["method"] == "classifier":
+        return [
+            f"ground truth: mean best AUC {truth['mean_auc']:.3f}; {truth['captured']} of {truth['targets']} "
+            f"attribute values captured (a direction with AUC ≥ {truth['threshold']:g})"
+        ]
+    flip = "—" if truth["flip_rate"] is None else f"{truth['flip_rate']:.3f}"
+    return [
+        f"ground truth (shift test: ±{truth['shift']:g} σ_W on {truth['samples']} latents, read by an attribute "
+        f"probe): mean best flip rate {flip}; {truth['controlled']} of {truth['targets']} attribute values drawn "
+        f"in ≥ {truth['control_threshold']:.0%} of G's images without them"
     ]
 
 
@@ -128,7 +195,7 @@ def direction_summary(entry: dict[str, Any]) -> list[str]:
                 f"{model}: {strong} of {pairing['num_concepts']} concepts move by at least one spread along some "
                 f"direction ({len(pairing['dead_concepts'])} dead on G's images)"
             )
-    return lines
+    return lines + truth_summary(entry)
 
 
 def title(entry: dict[str, Any]) -> str:
@@ -146,10 +213,12 @@ def directions_html(
     for entry in entries:
         parts.append(f"<h3>{html.escape(title(entry))}</h3>")
         parts.append("".join(f"<p>{html.escape(line)}</p>" for line in direction_summary(entry)))
-        head = "".join(f"<th>{html.escape(name)}</th>" for name in ("direction", *headings))
+        head = "".join(f"<th>{html.escape(name)}</th>" for name in columns(entry, headings))
+        truth = truth_cells(entry)
         body = "".join(
             f"<tr><td>d{d}</td>"
             + "".join("<td></td>" if cell is None else f"<td>{link(cell[0])} ({cell[1]:+.2f})</td>" for cell in row)
+            + ("" if truth is None else f"<td>{html.escape(truth[d] if d < len(truth) else '')}</td>")
             + "</tr>"
             for d, row in enumerate(direction_cells(entry))
         )

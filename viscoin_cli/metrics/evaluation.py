@@ -156,15 +156,16 @@ class Evaluation:
     def attribute_labels(self, split: str) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
         """The split's attribute labels (name -> [N] value indices, or [N, V] 0/1 for a multi-label attribute) and
         value names; a one-line error for a dataset that records none."""
-        data = self.dataset(split)
-        attributes, values = getattr(data, "attributes", None), getattr(data, "attribute_values", None)
-        if not attributes or not values:
+        from viscoin_cli.metrics.ground_truth import labelled
+
+        found = labelled(self.dataset(split))
+        if found is None:
             raise UserError(
                 f"dataset {self.facts.get('name')} has no attribute labels: ground-truth needs a dataset that "
                 "records them: shapes, or cub with its attribute files (attributes/image_attribute_labels.txt and "
                 "attributes.txt)"
             )
-        return {name: torch.as_tensor(attributes[name]).long() for name in values}, dict(values)
+        return found
 
     def _setup_lpips(self) -> None:
         from viscoin_cli.nets.lpips import BACKBONES, LPIPS, find_lpips_backbone
@@ -345,16 +346,13 @@ class Evaluation:
         if settings.render_samples <= 0:
             return {**result, "render": None, "probe": None}
         started = time.perf_counter()
-        train_images, train_attributes = self._probe_images("train")
-        probe = gt.train_probe(train_images, train_attributes, values, seed=settings.seed, device=self.rt.device)
-        test_images, test_attributes = self._probe_images("test")
-        result["probe"] = {
-            "resolution": probe.resolution,
-            "steps": gt.PROBE_STEPS,
-            "train_images": len(train_images),
-            "test_images": len(test_images),
-            **gt.probe_accuracy(probe, test_images, test_attributes),
-        }
+        probe, result["probe"] = gt.fit_probe(
+            self.dataset("train"),
+            self.dataset("test"),
+            seed=settings.seed,
+            batch_size=settings.batch_size,
+            device=self.rt.device,
+        )
         self.seconds["ground_truth_probe"] = time.perf_counter() - started
         matches = gt.matched_concepts(result, values)
         with Progress(self.console, len(matches), "ground truth (render test)") as progress:
@@ -374,26 +372,6 @@ class Evaluation:
             )
         gt.add_render_results(result, renders, values, settings.render_lambda, settings.render_samples)
         return result
-
-    @torch.no_grad()
-    def _probe_images(self, split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Up to PROBE_IMAGES images of the split (drawn with the seed when more), at the probe's resolution,
-        and their attribute labels: a 256 px split never sits in memory whole."""
-        from viscoin_cli.interpret.encode import stack_images
-        from viscoin_cli.metrics.ground_truth import PROBE_IMAGES, PROBE_RESOLUTION, probe_inputs
-
-        data = self.dataset(split)
-        attributes, _ = self.attribute_labels(split)
-        indices = torch.arange(len(data))
-        if len(data) > PROBE_IMAGES:
-            generator = torch.Generator().manual_seed(self.settings.seed)
-            indices = torch.randperm(len(data), generator=generator)[:PROBE_IMAGES].sort().values
-        resolution = min(PROBE_RESOLUTION, int(self.facts.get("resolution") or PROBE_RESOLUTION))
-        parts = [
-            probe_inputs(stack_images(data, chunk.tolist()), resolution)
-            for chunk in indices.split(self.settings.batch_size)
-        ]
-        return torch.cat(parts), {name: labels[indices] for name, labels in attributes.items()}
 
     @property
     def vis_method(self) -> str:

@@ -12,11 +12,15 @@ of its values or none (CUB's bird attributes: a wing may be brown and white); `v
   train split's images, reads the attribute off images. Test images without the value are rendered with
   their matched concept's map scaled by λ (4) and by 1; the share whose probe prediction moves to the value
   says whether turning the concept up draws the attribute, not only whether it co-occurs with it.
+- directions (`viscoin directions`): a classifier direction is scored like a concept, its per-image score in
+  place of φ̄_k (`best_targets` names each direction's own best value); a generator direction has no
+  activation on real images, so only the shift test applies: G(w ± ε·d_k) against G(w), read by the probe.
 Needs no sklearn (it may cross-check the AUC in tests).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -24,6 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from viscoin_cli.runtime import seed_for
 
 CAPTURE_THRESHOLD = 0.9  # a target is captured when some concept's AUC reaches it
 RENDER_LAMBDA = 4.0  # the largest λ of the paper's sweeps
@@ -34,6 +40,9 @@ PROBE_STEPS = 400
 PROBE_BATCH = 64
 PROBE_LR = 3e-3
 PRESENT = 0.5  # a multi-label probe reads a value as present above this probability
+CONTROL_THRESHOLD = 0.5  # a generator direction controls a value when it draws it in most images without it
+SHIFT_SAMPLES = 100  # latents of the shift test
+_SHIFT_STREAM = 1 << 43  # the shift test's latents' seed stream (no training run draws from it)
 
 Target = tuple[str, int]  # (attribute, value index)
 
@@ -165,6 +174,44 @@ def matched_concepts(result: Mapping[str, Any], values: Mapping[str, Sequence[st
     return matches
 
 
+def labelled(
+    dataset: Any, indices: torch.Tensor | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]] | None:
+    """A dataset's attribute labels (name -> [N] value indices, or [N, V] 0/1), of the samples `indices` only
+    when given, and value names; None when it records none."""
+    attributes, values = getattr(dataset, "attributes", None), getattr(dataset, "attribute_values", None)
+    if not attributes or not values:
+        return None
+    labels = {name: torch.as_tensor(attributes[name]).long() for name in values}
+    if indices is not None:
+        labels = {name: label[indices] for name, label in labels.items()}
+    return labels, {name: list(names) for name, names in values.items()}
+
+
+def best_targets(
+    pooled: torch.Tensor, attributes: Mapping[str, torch.Tensor], values: Mapping[str, Sequence[str]]
+) -> list[dict[str, Any]]:
+    """Per column of pooled [N, K] (a concept, or a direction's score): the attribute value it predicts best
+    and that AUC, JSON-ready (`attribute_auc` answers the other way round: per value, its best column)."""
+    targets = attribute_targets(values)
+    positives = torch.stack([value_present(attributes[name], index) for name, index in targets])
+    aucs = concept_aucs(pooled, positives).nan_to_num(-1.0)  # [T, K]
+    best_auc, best_target = aucs.max(0)
+    rows = []
+    for column in range(aucs.shape[1]):
+        name, index = targets[int(best_target[column])]
+        found = float(best_auc[column]) >= 0
+        rows.append(
+            {
+                "direction": column,
+                "attribute": name if found else None,
+                "value": values[name][index] if found else None,
+                "auc": float(best_auc[column]) if found else None,
+            }
+        )
+    return rows
+
+
 # --- the attribute probe ----------------------------------------------------------------------------------
 
 
@@ -289,6 +336,42 @@ def probe_accuracy(
     return {"accuracy": accuracy, "majority": majority}
 
 
+@torch.no_grad()
+def probe_images(
+    dataset: Any, attributes: Mapping[str, torch.Tensor], *, seed: int = 0, batch_size: int = 64
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Up to PROBE_IMAGES images of a split (drawn with the seed when more), at the probe's resolution, and
+    their attribute labels: a 256 px split never sits in memory whole."""
+    indices = torch.arange(len(dataset))
+    if len(dataset) > PROBE_IMAGES:
+        indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:PROBE_IMAGES]
+        indices = indices.sort().values
+    parts = []
+    for chunk in indices.split(batch_size):
+        images = torch.stack([dataset[int(i)][0] for i in chunk])
+        parts.append(probe_inputs(images, min(PROBE_RESOLUTION, images.shape[-1])))
+    return torch.cat(parts), {name: labels[indices] for name, labels in attributes.items()}
+
+
+def fit_probe(
+    train_set: Any, test_set: Any, *, seed: int = 0, batch_size: int = 64, device: torch.device | str = "cpu"
+) -> tuple[AttributeProbe, dict[str, Any]]:
+    """The attribute probe trained on `train_set` and its report on `test_set` (resolution, steps, image counts,
+    accuracy beside the majority share), for the `probe` entry of a ground-truth document."""
+    (train_attributes, values), (test_attributes, _) = labelled(train_set), labelled(test_set)
+    train_images, train_attributes = probe_images(train_set, train_attributes, seed=seed, batch_size=batch_size)
+    probe = train_probe(train_images, train_attributes, values, seed=seed, device=device)
+    test_images, test_attributes = probe_images(test_set, test_attributes, seed=seed, batch_size=batch_size)
+    report = {
+        "resolution": probe.resolution,
+        "steps": PROBE_STEPS,
+        "train_images": len(train_images),
+        "test_images": len(test_images),
+        **probe_accuracy(probe, test_images, test_attributes),
+    }
+    return probe, report
+
+
 # --- the render test ----------------------------------------------------------------------------------------
 
 
@@ -411,3 +494,102 @@ def result_keys(values: Mapping[str, Sequence[str]], render: bool) -> set[str]:
         keys |= {f"probe.{field}" for field in ("resolution", "steps", "train_images", "test_images")}
         keys |= {f"probe.{kind}.{name}" for kind in ("accuracy", "majority") for name in values}
     return {f"ground_truth.{key}" for key in keys}
+
+
+# --- the shift test: generator directions ---------------------------------------------------------------
+
+
+@torch.no_grad()
+def shift_test(
+    G: nn.Module,
+    directions: Any,
+    probe: AttributeProbe,
+    values: Mapping[str, Sequence[str]],
+    *,
+    shift: float,
+    samples: int = SHIFT_SAMPLES,
+    seed: int = 0,
+    batch_size: int = 64,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+    on_direction: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Does moving along a generator direction draw a known attribute value? The render test of a direction:
+    `samples` latents w (seeded), G(w) and G(w ± shift·σ_W·d_k) for every direction k (`LatentDirections`), all
+    read by the probe. For each target (attribute, value), each (direction, sign): flip_rate, the share of the
+    images the probe does not read the value in at w that it reads it in after the shift; probability_gain, the
+    mean rise of the probe's probability of the value over those images. Each target gets its best (direction,
+    sign) by flip rate; each direction its best (target, sign). baseline_rate: how often G draws the value."""
+    device = next(G.parameters()).device
+    targets = attribute_targets(values)
+    generator = torch.Generator(device).manual_seed(seed_for(seed, _SHIFT_STREAM))
+    ws = G.mapping(torch.randn(samples, G.z_dim, generator=generator, device=device), None)
+
+    def read(latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        images = []
+        for chunk in latents.split(batch_size):
+            with autocast():
+                images.append(G.synthesis(chunk, noise_mode="const").float().clamp(-1, 1).cpu())
+        return probe.probabilities(torch.cat(images))
+
+    base = read(ws)
+    shown = torch.stack([probe.shows(base[name], name, index) for name, index in targets])  # [T, N]
+    before = torch.stack([base[name][:, index] for name, index in targets])
+    absent = (~shown).double()
+    count = absent.sum(1)  # [T]
+    K = directions.num_directions
+    flip = torch.full((K, 2, len(targets)), float("nan"), dtype=torch.float64)
+    gain = torch.full_like(flip, float("nan"))
+    for k in range(K):
+        which = torch.full((samples,), k, dtype=torch.long, device=device)
+        for s, sign in enumerate((1.0, -1.0)):
+            moved = read(directions.shift(ws, which, torch.full((samples,), sign * shift, device=device)))
+            now = torch.stack([probe.shows(moved[name], name, index) for name, index in targets])
+            after = torch.stack([moved[name][:, index] for name, index in targets])
+            flip[k, s] = (now.double() * absent).sum(1) / count
+            gain[k, s] = ((after - before).double() * absent).sum(1) / count
+        if on_direction is not None:
+            on_direction()
+    flip[:, :, count == 0] = float("nan")  # G draws the value everywhere: nothing to flip
+    gain[:, :, count == 0] = float("nan")
+    ranked = flip.nan_to_num(-1.0)
+
+    def entry(k: int, s: int, t: int) -> dict[str, Any]:
+        defined = not math.isnan(float(flip[k, s, t]))
+        return {
+            "direction": k,
+            "sign": 1 if s == 0 else -1,
+            "flip_rate": float(flip[k, s, t]) if defined else None,
+            "probability_gain": float(gain[k, s, t]) if defined else None,
+        }
+
+    per_attribute: dict[str, Any] = {}
+    tested = []
+    for t, (name, index) in enumerate(targets):
+        best = int(ranked[:, :, t].flatten().argmax())
+        row = {
+            **entry(best // 2, best % 2, t),
+            "samples": int(count[t]),
+            "baseline_rate": float(shown[t].double().mean()),
+        }
+        per_attribute.setdefault(name, {"values": {}})["values"][values[name][index]] = row
+        if row["flip_rate"] is not None:
+            tested.append(row)
+    by_direction = []
+    for k in range(K):
+        best = int(ranked[k].flatten().argmax())
+        s, t = divmod(best, len(targets))
+        name, index = targets[t]
+        by_direction.append({**entry(k, s, t), "attribute": name, "value": values[name][index]})
+    controlled = sum(row["flip_rate"] >= CONTROL_THRESHOLD for row in tested)
+    return {
+        "samples": samples,
+        "shift": shift,
+        "directions": K,
+        "targets": len(tested),
+        "control_threshold": CONTROL_THRESHOLD,
+        "controlled": controlled,
+        "flip_rate": sum(row["flip_rate"] for row in tested) / len(tested) if tested else None,
+        "probability_gain": sum(row["probability_gain"] for row in tested) / len(tested) if tested else None,
+        "per_attribute": per_attribute,
+        "by_direction": by_direction,
+    }

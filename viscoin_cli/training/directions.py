@@ -255,6 +255,7 @@ def train_directions(
     cfg: DirectionsConfig, run: RunFolder, rt: Runtime, console: Console, *, resume: bool
 ) -> dict[str, Any]:
     """Train A and R against the frozen generator `cfg.generator`, writing into `run`; returns the summary."""
+    from viscoin_cli.interpret.direction_truth import directions_ground_truth
     from viscoin_cli.nets.stylegan2 import load_generator
 
     if rt.distributed:
@@ -375,6 +376,12 @@ def train_directions(
         "final_train": {k: v for k, v in record.items() if k != "step"},
         "reconstructor": held_out,
     }
+    try:  # which attribute each direction draws, where the dataset records them (shapes)
+        summary["ground_truth"] = directions_ground_truth(
+            run.latest, generator=cfg.generator, device=rt.device, batch_size=2 * cfg.batch_size, seed=cfg.seed
+        )
+    except UserError as err:
+        summary["ground_truth"], summary["ground_truth_reason"] = None, str(err)
     summary_file = run.path / "summary.json"
     atomic_write(summary_file, lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
     return summary
