@@ -10,7 +10,9 @@ difference between the two generators' images, which must stay below 1e-3.
 
 Phases timed (median of --reps): G inference (fused modulated conv), a G training step (forward +
 backward through the non-fused form), and a D step with R1 (forward, gradient w.r.t. the images with
-create_graph, backward of its squared norm).
+create_graph, backward of its squared norm). --compile adds a column: our G through `runtime.maybe_compile`
+(what `finetune-gan --compile` runs) for the two G phases; D + R1 has none, as compiled code has no double
+backward (finetune-gan keeps D eager for R1 too). Compiling takes a minute or more per phase, in the warm-up.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from viscoin_cli.nets.stylegan2 import Discriminator, Generator
+from viscoin_cli.runtime import maybe_compile
 
 
 def _sync(device: torch.device) -> None:
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--compile", action="store_true", help="also time our G compiled (torch.compile)")
     args = parser.parse_args()
     if not (args.nvidia_repo / "training" / "networks.py").is_file():
         sys.exit(f"error: {args.nvidia_repo} is not a stylegan2-ada-pytorch clone (no training/networks.py)")
@@ -107,23 +111,39 @@ def main() -> None:
         grad.square().sum().backward()
 
     diff = (g_infer(nets["ours"][0]) - g_infer(nets["nvidia"][0])).abs().max().item()
-    phases = {"G inference": lambda n: g_infer(nets[n][0]), "G train step": lambda n: g_train(nets[n][0])}
-    phases["D step + R1"] = lambda n: d_r1(nets[n][1])
+    columns = ["nvidia", "ours"]
+    phases: dict[str, dict[str, Callable[[], object]]] = {
+        "G inference": {name: lambda name=name: g_infer(nets[name][0]) for name in columns},
+        "G train step": {name: lambda name=name: g_train(nets[name][0]) for name in columns},
+        "D step + R1": {name: lambda name=name: d_r1(nets[name][1]) for name in columns},
+    }
+    if args.compile:
+        compiled = maybe_compile(ours[0], True)
+        columns.append("compiled")
+        phases["G inference"]["compiled"] = lambda: g_infer(compiled)
+        phases["G train step"]["compiled"] = lambda: g_train(compiled)
     print(
         f"StyleGAN2 {args.resolution}px, batch {args.batch}, channel_base {args.channel_base}, "
         f"channel_max {args.channel_max}, {device}, {torch.get_num_threads()} threads; "
         f"max |ours - NVIDIA| on G images: {diff:.2e}"
     )
-    print(f"{'phase':<14} {'NVIDIA ms':>10} {'ours ms':>10} {'NVIDIA/ours':>12}")
-    for phase, run in phases.items():
-        for name in nets:  # warm-up (CUDA kernels, allocator, NVIDIA's plugin build)
-            run(name)
-        times: dict[str, list[float]] = {name: [] for name in nets}
+    header = f"{'phase':<14} {'NVIDIA ms':>10} {'ours ms':>10} {'ours/NVIDIA':>12}"
+    if args.compile:
+        header += f" {'compiled ms':>12} {'compiled/NVIDIA':>16}"
+    print(header)
+    for phase, runs in phases.items():
+        for run in runs.values():  # warm-up (CUDA kernels, allocator, NVIDIA's plugin build, compiling)
+            run()
+        times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.reps):
-            for name in nets:
-                times[name].append(_time(lambda name=name, run=run: run(name), device))
-        nv, us = statistics.median(times["nvidia"]), statistics.median(times["ours"])
-        print(f"{phase:<14} {nv * 1e3:>10.1f} {us * 1e3:>10.1f} {nv / us:>11.2f}x")
+            for name, run in runs.items():
+                times[name].append(_time(run, device))
+        ms = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+        line = f"{phase:<14} {ms['nvidia']:>10.1f} {ms['ours']:>10.1f} {ms['ours'] / ms['nvidia']:>11.2f}x"
+        if args.compile:
+            line += f" {ms['compiled']:>12.1f} {ms['compiled'] / ms['nvidia']:>15.2f}x" if "compiled" in ms else ""
+            line += "" if "compiled" in ms else f" {'n/a':>12} {'(double backward)':>16}"
+        print(line)
 
 
 if __name__ == "__main__":
