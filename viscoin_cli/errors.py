@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import re
 
+# How long a torchrun process that leaves an error's report to another process waits before it exits, so that
+# torchrun, which stops every process once one fails, does not stop the reporter before it has printed. Here,
+# torch-free, for both the CLI's usage errors (cli/app.py) and the runtime's (runtime.report_here).
+QUIET_EXIT_WAIT_S = 10
+
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""

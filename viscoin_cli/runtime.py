@@ -17,13 +17,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from viscoin_cli.errors import UserError
+from viscoin_cli.errors import QUIET_EXIT_WAIT_S, UserError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # A test hook, not a user option: the process of this rank raises a UserError instead of joining its first
 # `all_reduce_sum`, so the tests can check that one failing process ends a torchrun run without a hang.
 FAIL_RANK = "VISCOIN_FAIL_RANK"
-QUIET_WAIT_S = 10  # how long a process that leaves the report to another waits for torchrun to end it
 
 
 @dataclass(frozen=True)
@@ -188,7 +187,7 @@ def reports_failure(rt: Runtime | None) -> bool:
         except Exception:  # no store to ask (torchrun has gone): better twice than never
             first = True
     if not first:
-        time.sleep(QUIET_WAIT_S)
+        time.sleep(QUIET_EXIT_WAIT_S)
     return first
 
 

@@ -13,12 +13,11 @@ import typer
 from typer.core import TyperGroup
 
 from viscoin_cli import __version__
-from viscoin_cli.errors import UserError, one_line
+from viscoin_cli.errors import QUIET_EXIT_WAIT_S, UserError, one_line
 
 # Exit codes: 1 is a failed check (e.g. `evaluate --fail-under`), 2 a usage or input error.
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-QUIET_USAGE_WAIT_S = 10  # how long a torchrun process other than rank 0 waits before it leaves a usage error
 # click's base of every argument-parsing error; typer exports only the BadParameter subclass, and newer typer
 # vendors click (typer._click), so the base is found from there rather than imported from either package.
 _UsageError = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
@@ -99,7 +98,7 @@ def _fail(ctx: typer.Context, message: str, *, usage: bool = False) -> NoReturn:
     little first, so that its exit does not make torchrun stop rank 0 before rank 0 has said it."""
     if usage and os.environ.get("RANK", "0") != "0":
         if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun's worker: rank 0's exit ends this wait
-            time.sleep(QUIET_USAGE_WAIT_S)
+            time.sleep(QUIET_EXIT_WAIT_S)
         ctx.exit(EXIT_USER_ERROR)
     typer.echo(f"error: {message}", err=True)
     ctx.exit(EXIT_USER_ERROR)
