@@ -510,8 +510,6 @@ def shift_test(
     samples: int = SHIFT_SAMPLES,
     seed: int = 0,
     batch_size: int = 64,
-    autocast: Callable[[], AbstractContextManager] = nullcontext,
-    on_direction: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Does moving along a generator direction draw a known attribute value? The render test of a direction:
     `samples` latents w (seeded), G(w) and G(w ± shift·σ_W·d_k) for every direction k (`LatentDirections`), all
@@ -527,8 +525,7 @@ def shift_test(
     def read(latents: torch.Tensor) -> dict[str, torch.Tensor]:
         images = []
         for chunk in latents.split(batch_size):
-            with autocast():
-                images.append(G.synthesis(chunk, noise_mode="const").float().clamp(-1, 1).cpu())
+            images.append(G.synthesis(chunk, noise_mode="const").float().clamp(-1, 1).cpu())
         return probe.probabilities(torch.cat(images))
 
     base = read(ws)
@@ -547,8 +544,6 @@ def shift_test(
             after = torch.stack([moved[name][:, index] for name, index in targets])
             flip[k, s] = (now.double() * absent).sum(1) / count
             gain[k, s] = ((after - before).double() * absent).sum(1) / count
-        if on_direction is not None:
-            on_direction()
     flip[:, :, count == 0] = float("nan")  # G draws the value everywhere: nothing to flip
     gain[:, :, count == 0] = float("nan")
     ranked = flip.nan_to_num(-1.0)
