@@ -111,7 +111,7 @@ def main() -> None:
         grad.square().sum().backward()
 
     diff = (g_infer(nets["ours"][0]) - g_infer(nets["nvidia"][0])).abs().max().item()
-    columns = ["nvidia", "ours"]
+    columns = ("nvidia", "ours")
     phases: dict[str, dict[str, Callable[[], object]]] = {
         "G inference": {name: lambda name=name: g_infer(nets[name][0]) for name in columns},
         "G train step": {name: lambda name=name: g_train(nets[name][0]) for name in columns},
@@ -119,7 +119,6 @@ def main() -> None:
     }
     if args.compile:
         compiled = maybe_compile(ours[0], True)
-        columns.append("compiled")
         phases["G inference"]["compiled"] = lambda: g_infer(compiled)
         phases["G train step"]["compiled"] = lambda: g_train(compiled)
     print(
@@ -140,9 +139,10 @@ def main() -> None:
                 times[name].append(_time(run, device))
         ms = {name: statistics.median(values) * 1e3 for name, values in times.items()}
         line = f"{phase:<14} {ms['nvidia']:>10.1f} {ms['ours']:>10.1f} {ms['ours'] / ms['nvidia']:>11.2f}x"
-        if args.compile:
-            line += f" {ms['compiled']:>12.1f} {ms['compiled'] / ms['nvidia']:>15.2f}x" if "compiled" in ms else ""
-            line += "" if "compiled" in ms else f" {'n/a':>12} {'(double backward)':>16}"
+        if args.compile and "compiled" in ms:
+            line += f" {ms['compiled']:>12.1f} {ms['compiled'] / ms['nvidia']:>15.2f}x"
+        elif args.compile:
+            line += f" {'n/a':>12} {'(double backward)':>16}"
         print(line)
 
 

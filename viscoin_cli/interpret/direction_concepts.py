@@ -16,6 +16,7 @@ import torch
 
 from viscoin_cli.errors import UserError
 from viscoin_cli.interpret.direction_pairs import DirectionPairs, image_scores, load_direction_pairs, read
+from viscoin_cli.interpret.encode import stack_images
 from viscoin_cli.metrics.health import correlations
 
 
@@ -35,7 +36,7 @@ def best_concepts(r: torch.Tensor, top: int = 3) -> list[dict[str, Any]]:
 def _image_batches(dataset, count: int, batch_size: int, device: torch.device | str):
     """The first `count` images of `dataset`, a batch at a time on `device` (a bounded pass)."""
     for start in range(0, count, batch_size):
-        yield torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, count))]).to(device)
+        yield stack_images(dataset, range(start, min(start + batch_size, count))).to(device)
 
 
 def _direction_scores(classifier, pairs: DirectionPairs, images: torch.Tensor) -> torch.Tensor:

@@ -23,13 +23,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from viscoin_cli.interpret.encode import stack_images
 from viscoin_cli.runtime import seed_for
+
+if TYPE_CHECKING:
+    from viscoin_cli.nets.latent_directions import LatentDirections
 
 CAPTURE_THRESHOLD = 0.9  # a target is captured when some concept's AUC reaches it
 RENDER_LAMBDA = 4.0  # the largest λ of the paper's sweeps
@@ -109,6 +113,15 @@ def attribute_targets(values: Mapping[str, Sequence[str]]) -> list[Target]:
     return [(name, index) for name, names in values.items() for index in range(len(names))]
 
 
+def target_aucs(
+    pooled: torch.Tensor, attributes: Mapping[str, torch.Tensor], values: Mapping[str, Sequence[str]]
+) -> tuple[list[Target], torch.Tensor, torch.Tensor]:
+    """Every target (attribute, value), its positives [T, N] and the AUC [T, K] of every column of pooled [N, K]."""
+    targets = attribute_targets(values)
+    positives = torch.stack([value_present(attributes[name], index) for name, index in targets])
+    return targets, positives, concept_aucs(pooled, positives)
+
+
 def attribute_auc(
     pooled: torch.Tensor,
     attributes: Mapping[str, torch.Tensor],
@@ -122,9 +135,7 @@ def attribute_auc(
     Plain AUC, never max(AUC, 1 - AUC): φ̄_k ≥ 0 and a concept "shows" what it is active on. A concept that is
     active when a value is absent is a concept for the other values, and those are targets too (for a
     2-valued attribute, AUC for one value = 1 - AUC for the other), so it is credited where it belongs."""
-    targets = attribute_targets(values)
-    positives = torch.stack([value_present(attributes[name], index) for name, index in targets])
-    aucs = concept_aucs(pooled, positives)  # [T, K]
+    targets, positives, aucs = target_aucs(pooled, attributes, values)
     best_auc, best_concept = aucs.nan_to_num(-1.0).max(1)
     defined = ~aucs.isnan().all(1)
     per_attribute: dict[str, Any] = {}
@@ -193,10 +204,8 @@ def best_targets(
 ) -> list[dict[str, Any]]:
     """Per column of pooled [N, K] (a concept, or a direction's score): the attribute value it predicts best
     and that AUC, JSON-ready (`attribute_auc` answers the other way round: per value, its best column)."""
-    targets = attribute_targets(values)
-    positives = torch.stack([value_present(attributes[name], index) for name, index in targets])
-    aucs = concept_aucs(pooled, positives).nan_to_num(-1.0)  # [T, K]
-    best_auc, best_target = aucs.max(0)
+    targets, _, aucs = target_aucs(pooled, attributes, values)
+    best_auc, best_target = aucs.nan_to_num(-1.0).max(0)
     rows = []
     for column in range(aucs.shape[1]):
         name, index = targets[int(best_target[column])]
@@ -348,7 +357,7 @@ def probe_images(
         indices = indices.sort().values
     parts = []
     for chunk in indices.split(batch_size):
-        images = torch.stack([dataset[int(i)][0] for i in chunk])
+        images = stack_images(dataset, chunk.tolist())
         parts.append(probe_inputs(images, min(PROBE_RESOLUTION, images.shape[-1])))
     return torch.cat(parts), {name: labels[indices] for name, labels in attributes.items()}
 
@@ -502,7 +511,7 @@ def result_keys(values: Mapping[str, Sequence[str]], render: bool) -> set[str]:
 @torch.no_grad()
 def shift_test(
     G: nn.Module,
-    directions: Any,
+    directions: LatentDirections,
     probe: AttributeProbe,
     values: Mapping[str, Sequence[str]],
     *,
