@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,14 @@ from viscoin_cli.cli import app, load_commands
 from viscoin_cli.io.checkpoint import save_checkpoint
 
 load_commands()
+
+# pyproject's addopts run the suite in pytest-xdist workers: they share the cores, here and in the CLI
+# processes the tests start, instead of each taking all of them (oversubscribed torch threads spin).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+    torch.set_num_threads(THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 DIGITS_FACTS = {"name": "digits", "class_names": [str(i) for i in range(10)], "num_classes": 10, "channels": 3}
 TINY_G = dict(
