@@ -203,6 +203,7 @@ def test_resume_continues_exactly(gan_run, tiny_g, tmp_path):
         (("--min-shift", "7"), "--min-shift 7"),
         (("--lr", "0"), "--lr 0"),
         (("--orthonormal", "--directions", "17"), "W has only 16 dimensions"),
+        (("--workers", "2"), "no such option --workers"),  # G draws the images: no loader to give workers
     ],
 )
 def test_bad_option_values_are_one_line(args, expected, tiny_g, tmp_path):

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from viscoin_cli.cli import options as o
-from viscoin_cli.cli._groups import TRAINING_RUN, TrainingRun, grouped
+from viscoin_cli.cli._groups import LATENT_TRAINING_RUN, TrainingRun, grouped
 from viscoin_cli.cli._training import run_training
 from viscoin_cli.cli.directions import directions_app
 
@@ -117,7 +117,7 @@ def gan(
         int, typer.Option(min=1, help="Steps between log lines and checkpoints.", rich_help_panel=OPT)
     ] = 100,
     seed: o.Seed = 0,
-    run: TrainingRun = TRAINING_RUN,
+    run: TrainingRun = LATENT_TRAINING_RUN,
 ) -> None:
     """Discover interpretable directions in a generator's latent space, without labels (Voynov & Babenko 2020).
 

@@ -104,6 +104,15 @@ TRAINING_RUN = option_group(
     **_DEVICE,
     **_OUTPUT,
 )
+# A trainer whose loop reads no images (directions gan: G draws them) has no --workers to offer.
+LATENT_TRAINING_RUN = option_group(
+    TrainingRun,
+    out=(o.Out, None),
+    resume=(o.Resume, None),
+    force=(o.Force, False),
+    **_DEVICE,
+    **{name: option for name, option in _OUTPUT.items() if name != "workers"},
+)
 
 
 @dataclass(frozen=True)
