@@ -9,8 +9,9 @@ minibatch runs the phases of NVIDIA's `training_loop.py`, each its own forward/b
     Dreg   when batch_idx % 16 == 0, loss times 16   R1 on augmented reals, through the augmentation
 So over k minibatches (k = 4 for G, 16 for D) each optimiser takes k + 1 steps, and lazy regularisation
 rescales its Adam for that: lr·k/(k+1), betas^(k/(k+1)). With path-length regularisation off
-(`pl_weight` 0, as in the digits preset) G has a single phase, Gboth, and a plain Adam: k steps. Every
-phase draws its own latents z, as NVIDIA's loop does; the phases of D share the minibatch of reals.
+(`pl_weight` 0, as in the digits preset) Greg is empty and steps nothing, but G's Adam keeps the rescaling,
+as NVIDIA's loop does (its `G_reg_interval` stays 4, e.g. in its 'cifar' configuration). Every phase draws
+its own latents z, as NVIDIA's loop does; the phases of D share the minibatch of reals.
 
 After the phases, the EMA generator follows G with a half-life ramped up with the images shown, and every
 4 minibatches ADA moves the augmentation probability p from the sign of D's outputs on the reals.
@@ -704,10 +705,11 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
     frozen = _freeze_discriminator_blocks(D, cfg.freeze_d)
     for module in (G, D, G_ema, augment):
         module.to(rt.device)
-    g_interval = G_REG_INTERVAL if cfg.pl_weight > 0 else None  # no path-length phase: no rescaled Adam
-    opt_G = lazy_adam(G.parameters(), cfg.glr, g_interval)
+    # NVIDIA's intervals whatever the weights: with pl_weight 0 (or γ 0) the reg phase is empty, Adam skips
+    # parameters without a gradient, and the main phase keeps the rescaled lr and betas.
+    opt_G = lazy_adam(G.parameters(), cfg.glr, G_REG_INTERVAL)
     opt_D = lazy_adam([p for p in D.parameters() if p.requires_grad], cfg.dlr, D_REG_INTERVAL)
-    phases = phases_for("G", opt_G, g_interval) + phases_for("D", opt_D, D_REG_INTERVAL)
+    phases = phases_for("G", opt_G, G_REG_INTERVAL) + phases_for("D", opt_D, D_REG_INTERVAL)
     # DDP wraps what trains (NVIDIA: mapping, synthesis and D apart), then each phase turns on its own gradients.
     ddp = (lambda m: DistributedDataParallel(m, broadcast_buffers=False)) if rt.distributed else (lambda m: m)
     # --compile: G's synthesis and D compiled for the main phases (the mapping network is small).
