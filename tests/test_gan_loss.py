@@ -69,6 +69,13 @@ def test_lazy_regularisation_takes_k_plus_one_optimiser_steps(tmp_path, options,
         assert [float(b) for b in group["betas"]] == pytest.approx([0.0, 0.99**ratio])
 
 
+def test_the_run_says_that_greg_is_empty_without_path_length(tmp_path):
+    loud = [arg for arg in RUN if arg != "--quiet"]
+    result = run_cli("finetune-gan", *loud, "--pl-weight", "0", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "phases Gmain, Greg, Dmain, Dreg (Greg empty: path length off)" in result.output
+
+
 def test_phases_follow_nvidias_setup():
     G, D = tiny_nets()
     opt_G, opt_D = lazy_adam(G.parameters(), LR, 4), lazy_adam(D.parameters(), LR, 16)

@@ -756,6 +756,7 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
         f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f}M D) on {cfg.dataset} "
         f"({len(dataset)} images), batch {batch}, R1 gamma {gamma:.4g}, aug {cfg.aug}, "
         f"phases {', '.join(phase.name for phase in phases)}"
+        + (" (Greg empty: path length off)" if cfg.pl_weight == 0 else "")
         + (f", frozen D blocks {', '.join(frozen)}" if frozen else "")
     )
 
