@@ -96,22 +96,11 @@ class TrainingRun:
     json_out: bool = False
 
 
-TRAINING_RUN = option_group(
-    TrainingRun,
-    out=(o.Out, None),
-    resume=(o.Resume, None),
-    force=(o.Force, False),
-    **_DEVICE,
-    **_OUTPUT,
-)
+_RUN_FOLDER = {"out": (o.Out, None), "resume": (o.Resume, None), "force": (o.Force, False)}
+TRAINING_RUN = option_group(TrainingRun, **_RUN_FOLDER, **_DEVICE, **_OUTPUT)
 # A trainer whose loop reads no images (directions gan: G draws them) has no --workers to offer.
 LATENT_TRAINING_RUN = option_group(
-    TrainingRun,
-    out=(o.Out, None),
-    resume=(o.Resume, None),
-    force=(o.Force, False),
-    **_DEVICE,
-    **{name: option for name, option in _OUTPUT.items() if name != "workers"},
+    TrainingRun, **_RUN_FOLDER, **_DEVICE, **{name: option for name, option in _OUTPUT.items() if name != "workers"}
 )
 
 
