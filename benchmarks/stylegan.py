@@ -18,12 +18,17 @@ backward (finetune-gan keeps D eager for R1 too). Compiling takes a minute or mo
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+
+# As the `viscoin` command sets it before torch loads: large tensors on transparent huge pages, for both
+# implementations alike.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import torch
 

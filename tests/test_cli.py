@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,21 @@ def test_help_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == f"{[0] * (len(COMMANDS) + 1)} False"
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("0", "0")])
+def test_main_asks_torch_for_huge_pages_before_loading_it(given, expected):
+    # The setting is read once, when torch starts; a value the user gave wins.
+    code = (
+        "import os, sys; from viscoin_cli.cli import main; sys.argv = ['viscoin', '--version']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if given is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = given
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert result.stdout.split()[-2:] == [expected, "False"]
 
 
 def test_version():

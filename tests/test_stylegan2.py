@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import save_checkpoint
-from viscoin_cli.nets.stylegan2 import Discriminator, Generator, load_generator
+from viscoin_cli.nets.stylegan2 import Conv2dLayer, Discriminator, Generator, SynthesisLayer, load_generator
 
 DATA = Path(__file__).parent / "data" / "stylegan2"
 ATOL = 1e-4  # images must match to 1e-3; we hold ourselves to 10x tighter
@@ -108,6 +108,42 @@ def test_fused_and_unfused_modulated_conv_agree(reference) -> None:
         fused = G.synthesis(ws, noise_mode="const", fused_modconv=True)
         unfused = G.synthesis(ws, noise_mode="const", fused_modconv=False)
     assert (fused - unfused).abs().max().item() <= 1e-5
+
+
+def _input_formats(module: torch.nn.Module, layer_type: type, run) -> set[bool]:
+    """Whether each `layer_type` layer's input was channels_last during `run()` (True) or not (False)."""
+    seen: set[bool] = set()
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, args: seen.add(args[0].is_contiguous(memory_format=torch.channels_last)))
+        for m in module.modules()
+        if isinstance(m, layer_type)
+    ]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_generator_runs_unfused_in_channels_last_on_the_cpu(reference, training: bool) -> None:
+    G, io = _generator(reference, "G16")
+    G.train(training)
+    ws = G.mapping(io["z"], None).detach()
+    with torch.no_grad():
+        assert _input_formats(G, SynthesisLayer, lambda: G.synthesis(ws, noise_mode="const")) == {True}
+        assert _input_formats(G, SynthesisLayer, lambda: G.synthesis(ws, fused_modconv=True)) == {False}
+        assert G.synthesis(ws, noise_mode="const").is_contiguous()
+
+
+def test_discriminator_blocks_run_in_channels_last_on_the_cpu(reference) -> None:
+    configs, tensors = reference
+    D = Discriminator(**configs["D16"])
+    img = _group(tensors, "D16.io")["img"]
+    blocks = _input_formats(D, Conv2dLayer, lambda: D(img, None))
+    assert True in blocks  # the blocks' layers
+    assert D(img, None).is_contiguous()
 
 
 def test_noise_modes(reference) -> None:

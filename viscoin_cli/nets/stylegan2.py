@@ -53,11 +53,16 @@ def _check_resolution(resolution: int) -> None:
         raise UserError(f"StyleGAN2 needs a power-of-two resolution >= 4, got {resolution}")
 
 
-def _block_format(use_fp16: bool, channels_last: bool, device: torch.device, force_fp32: bool):
-    """(dtype, memory_format) a block runs in: fp16 only where asked for and on CUDA."""
+def _block_format(
+    use_fp16: bool, channels_last: bool, device: torch.device, force_fp32: bool, cpu_channels_last: bool = False
+):
+    """(dtype, memory_format) a block runs in: fp16 only where asked for and on CUDA; channels_last as NVIDIA
+    for fp16 blocks, and for fp32 blocks on the CPU where the caller asks (oneDNN's convolutions are faster
+    on NHWC there)."""
     if use_fp16 and not force_fp32 and device.type == "cuda":
         return torch.float16, (torch.channels_last if channels_last else torch.contiguous_format)
-    return torch.float32, torch.contiguous_format
+    cpu_nhwc = cpu_channels_last and device.type == "cpu"
+    return torch.float32, (torch.channels_last if cpu_nhwc else torch.contiguous_format)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -407,6 +412,14 @@ class SynthesisBlock(nn.Module):
                 channels_last=self.channels_last,
             )
 
+    def _default_fused_modconv(self, ws: torch.Tensor, force_fp32: bool) -> bool:
+        """On CUDA, NVIDIA's choice: the grouped conv at inference, unless fp16 with a batch > 1. On the CPU,
+        never: the non-fused form in NHWC is faster there, in training and at inference alike."""
+        if ws.device.type == "cpu" or self.training:
+            return False
+        dtype, _ = _block_format(self.use_fp16, self.channels_last, ws.device, force_fp32)
+        return dtype == torch.float32 or ws.shape[0] == 1
+
     def forward(
         self,
         x: torch.Tensor | None,
@@ -423,14 +436,16 @@ class SynthesisBlock(nn.Module):
         """
         del update_emas
         w_iter = iter(ws.unbind(dim=1))
-        dtype, memory_format = _block_format(self.use_fp16, self.channels_last, ws.device, force_fp32)
-        if fused_modconv is None:  # NVIDIA's choice: grouped conv at inference unless fp16 with a batch > 1
-            fused_modconv = not self.training and (dtype == torch.float32 or ws.shape[0] == 1)
+        if fused_modconv is None:
+            fused_modconv = self._default_fused_modconv(ws, force_fp32)
+        dtype, memory_format = _block_format(
+            self.use_fp16, self.channels_last, ws.device, force_fp32, cpu_channels_last=not fused_modconv
+        )
         layer_kwargs = dict(noise_mode=noise_mode, fused_modconv=fused_modconv)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.to(memory_format=memory_format)
             x = self.conv1(x, next(w_iter), **layer_kwargs)
         elif self.architecture == "resnet":
             x = x.to(dtype=dtype, memory_format=memory_format)
@@ -644,7 +659,7 @@ class DiscriminatorBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features at half the resolution, and the downsampled image for the 'skip' architecture."""
         device = (x if x is not None else img).device
-        dtype, memory_format = _block_format(self.use_fp16, self.channels_last, device, force_fp32)
+        dtype, memory_format = _block_format(self.use_fp16, self.channels_last, device, force_fp32, True)
         if x is not None:
             x = x.to(dtype=dtype, memory_format=memory_format)
         if self.in_channels == 0 or self.architecture == "skip":
