@@ -50,35 +50,99 @@ def bias_act(
 ) -> torch.Tensor:
     """x + b (broadcast along `dim`), activation, times gain, then clamped to ±clamp (None: no clamp).
 
-    For the piecewise-linear activations the gain (> 0) is applied first, together with the bias, and
-    without autograd the rest runs in place: one fresh tensor instead of four on the widest layers.
+    For the piecewise-linear activations the gain (> 0) is applied first, together with the bias, and the
+    rest runs in place: one fresh tensor instead of four on the widest layers. With autograd, that path is
+    `_BiasActPWL`, whose gradient is computed from the output alone, as NVIDIA's CUDA op does.
     """
     func, default_alpha, default_gain = ACTIVATIONS[act]
     alpha = default_alpha if alpha is None else alpha
     gain = default_gain if gain is None else gain
-    shape = [-1 if i == dim else 1 for i in range(x.ndim)]
     if act in ("linear", "relu", "lrelu") and gain > 0:  # gain·act(x + b) == act(gain·x + gain·b)
-        inplace = not torch.is_grad_enabled()
-        if b is not None:
-            x = torch.add(b.reshape(shape) * gain, x, alpha=gain)
-        elif gain != 1:
-            x = x * gain
-        else:
-            inplace = False  # x is the caller's tensor
-        if act == "lrelu":
-            x = F.leaky_relu(x, alpha, inplace=inplace)
-        elif act == "relu":
-            x = F.relu(x, inplace=inplace)
+        if torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad)):
+            return _BiasActPWL.apply(x, b, act, alpha, gain, clamp, dim)
+        return _bias_act_pwl(x, b, act, alpha, gain, clamp, dim)
+    if b is not None:
+        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = func(x, alpha)
+    if gain != 1:
+        x = x * gain
+    return x.clamp(-clamp, clamp) if clamp is not None else x
+
+
+def _bias_act_pwl(
+    x: torch.Tensor,
+    b: torch.Tensor | None,
+    act: str,
+    alpha: float,
+    gain: float,
+    clamp: float | None,
+    dim: int,
+) -> torch.Tensor:
+    """The piecewise-linear bias_act without autograd, in place on the one tensor it makes (never on x)."""
+    if b is not None:
+        x = torch.add(b.reshape([-1 if i == dim else 1 for i in range(x.ndim)]) * gain, x, alpha=gain)
+    elif gain != 1:
+        x = x * gain
+    elif act != "linear" or clamp is not None:
+        x = x.clone()
+    if act == "lrelu":
+        x = F.leaky_relu(x, alpha, inplace=True)
+    elif act == "relu":
+        x = F.relu(x, inplace=True)
+    return x.clamp_(-clamp, clamp) if clamp is not None else x
+
+
+def _pwl_grad(dy: torch.Tensor, y: torch.Tensor, act: str, alpha: float, gain: float, clamp: float | None):
+    """∂/∂x of Σ dy·bias_act(x) from its output y: gain where y > 0, gain·alpha (lrelu) or 0 (relu) where not,
+    and 0 where y was clamped (|y| ≥ clamp, NVIDIA's rule). Three passes where autograd's chain of add, lrelu
+    and clamp gradients takes eight."""
+    if act == "lrelu":
+        dx = torch.ops.aten.leaky_relu_backward(dy, y, alpha, False).mul_(gain)
+    elif act == "relu":
+        dx = torch.ops.aten.threshold_backward(dy, y, 0).mul_(gain)
     else:
-        if b is not None:
-            x = x + b.reshape(shape)
-        x = func(x, alpha)
-        if gain != 1:
-            x = x * gain
-        inplace = False
+        dx = dy * gain
     if clamp is not None:
-        x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
-    return x
+        low, high = torch.aminmax(y)
+        if max(-low.item(), high.item()) >= clamp:  # nothing is clamped in a healthy network: skip the mask
+            dx = dx.masked_fill_(y.abs() >= clamp, 0)
+    return dx
+
+
+class _BiasActPWL(torch.autograd.Function):
+    """bias_act for linear/relu/lrelu with the gradient taken from the output, differentiable again (R1)."""
+
+    @staticmethod
+    def forward(ctx, x, b, act, alpha, gain, clamp, dim):
+        y = _bias_act_pwl(x, b, act, alpha, gain, clamp, dim)
+        ctx.args = (act, alpha, gain, clamp)
+        ctx.dim = dim
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        dx = _PWLGrad.apply(dy, y, *ctx.args)
+        db = None
+        if ctx.needs_input_grad[1]:
+            db = dx.sum([i for i in range(dx.ndim) if i != ctx.dim])
+        return (dx if ctx.needs_input_grad[0] else None), db, None, None, None, None, None
+
+
+class _PWLGrad(torch.autograd.Function):
+    """dy ↦ bias_act's gradient: linear in dy, piecewise constant in y (so y gets no gradient)."""
+
+    @staticmethod
+    def forward(ctx, dy, y, act, alpha, gain, clamp):
+        ctx.args = (act, alpha, gain, clamp)
+        ctx.save_for_backward(y)
+        return _pwl_grad(dy, y, act, alpha, gain, clamp)
+
+    @staticmethod
+    def backward(ctx, ddx):
+        (y,) = ctx.saved_tensors
+        return _PWLGrad.apply(ddx, y, *ctx.args), None, None, None, None, None
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -196,16 +260,16 @@ def _upfirdn2d(
         for kernel, stride in zip(kernels, strides, strict=True):
             x = F.conv_transpose2d(x, kernel, stride=stride, groups=channels)
         x = F.pad(x, [px0 - fw + 1, px1 + up - fw, py0 - fh + 1, py1 + up - fh])
-    else:
-        kernels = _depthwise(f, channels, x.dtype, gain, flip=not flip_filter)
-        if len(kernels) == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:  # let the conv pad: saves a copy
-            x = F.conv2d(x, kernels[0], padding=(py0, px0), groups=channels)
-        else:
-            x = F.pad(x, [px0, px1, py0, py1])
-            for kernel in kernels:
-                x = F.conv2d(x, kernel, groups=channels)
-    if down > 1:
-        x = x[:, :, ::down, ::down]
+        return x[:, :, ::down, ::down] if down > 1 else x
+    # Keeping every down-th output is the conv's stride: a quarter of the work, and a dense result in the
+    # input's memory format (a strided slice would hand the next conv a layout it copies).
+    kernels = _depthwise(f, channels, x.dtype, gain, flip=not flip_filter)
+    if len(kernels) == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:  # let the conv pad: saves a copy
+        return F.conv2d(x, kernels[0], stride=down, padding=(py0, px0), groups=channels)
+    x = F.pad(x, [px0, px1, py0, py1])
+    strides = [down] if len(kernels) == 1 else [(1, down), (down, 1)]
+    for kernel, stride in zip(kernels, strides, strict=True):
+        x = F.conv2d(x, kernel, stride=stride, groups=channels)
     return x
 
 
@@ -334,6 +398,8 @@ def modulated_conv2d(
         x = conv2d_resample(
             x, weight.to(x.dtype), resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight
         )
+        if dcoefs is not None and noise is not None and torch.is_grad_enabled():  # one pass, as NVIDIA's fma
+            return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1))
         if dcoefs is not None:
             x = _mul(x, dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1))
         if noise is not None:
