@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import random
 import time
@@ -155,6 +156,7 @@ def setup_runtime(device: str = "auto", precision: str = "fp32", seed: int = 0) 
 def shutdown_runtime(rt: Runtime) -> None:
     """Leave the process group (safe to call for single-process runs)."""
     if rt.distributed and dist.is_initialized():
+        gc.collect()  # DDP reducers left in reference cycles must go while the group and the interpreter live
         dist.destroy_process_group()
 
 
