@@ -8,7 +8,8 @@ and ninja), which is the comparison the "within 1.2x of NVIDIA's training speed"
 alternate between the two implementations so machine load hits both alike; the output also prints the largest
 difference between the two generators' images, which must stay below 1e-3.
 
-Phases timed (median of --reps): G inference (fused modulated conv), a G training step (forward +
+Phases timed (median of --reps): G inference (each implementation's default: NVIDIA's fused modulated
+conv; ours the same on CUDA, the non-fused form in channels_last on the CPU), a G training step (forward +
 backward through the non-fused form), and a D step with R1 (forward, gradient w.r.t. the images with
 create_graph, backward of its squared norm). --compile adds a column: our G through `runtime.maybe_compile`
 (what `finetune-gan --compile` runs) for the two G phases; D + R1 has none, as compiled code has no double
