@@ -44,6 +44,21 @@ def test_help_describes_compile():
         assert "--compile" in text and "Opt-in torch.compile" in text and "first iterations" in text
 
 
+def test_generator_and_discriminator_compile_without_graph_breaks():
+    """Dynamo traces bias_act's autograd Function forward and backward: a data-dependent branch there (the
+    CPU's clamp check) must stay out of compiled code, or every layer compiles on its own and hits the
+    recompile limit at paper256 sizes."""
+    from viscoin_cli.nets.stylegan2 import Discriminator, Generator
+
+    G = Generator(32, 0, 32, 16, 3, mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=256,
+                  channel_max=16, conv_clamp=256)).train()  # fmt: skip
+    D = Discriminator(0, 16, 3, channel_base=256, channel_max=16, conv_clamp=256)
+    ws = torch.randn(2, G.num_ws, 32)
+    for module, args in ((G.synthesis, (ws,)), (D, (torch.randn(2, 3, 16, 16), None))):
+        explained = torch._dynamo.explain(module)(*args)
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # compiling under a loaded CI machine: 15 min seen on 2 busy cores
 def test_gan_phases_compiled_match_eager():

@@ -102,11 +102,19 @@ def _pwl_grad(dy: torch.Tensor, y: torch.Tensor, act: str, alpha: float, gain: f
         dx = torch.ops.aten.threshold_backward(dy, y, 0).mul_(gain)
     else:
         dx = dy * gain
-    if clamp is not None:
-        low, high = torch.aminmax(y)
-        if max(-low.item(), high.item()) >= clamp:  # nothing is clamped in a healthy network: skip the mask
-            dx = dx.masked_fill_(y.abs() >= clamp, 0)
+    if clamp is not None and _may_reach(y, clamp):
+        dx = dx.masked_fill_(y.abs() >= clamp, 0)
     return dx
+
+
+def _may_reach(y: torch.Tensor, clamp: float) -> bool:
+    """Whether some |y| reached the clamp. Nothing does in a healthy network, so on the CPU one read of y
+    saves the mask's two passes; elsewhere (a GPU, compiled code) the answer is yes, as asking would
+    synchronise the device or break the graph."""
+    if y.device.type != "cpu" or torch.compiler.is_compiling():
+        return True
+    low, high = torch.aminmax(y)
+    return max(-low.item(), high.item()) >= clamp
 
 
 class _BiasActPWL(torch.autograd.Function):
