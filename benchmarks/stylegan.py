@@ -19,7 +19,6 @@ backward (finetune-gan keeps D eager for R1 too). Compiling takes a minute or mo
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -27,15 +26,15 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-# As the `viscoin` command sets it before torch loads: large tensors on transparent huge pages, for both
-# implementations alike.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from viscoin_cli.nets.stylegan2 import Discriminator, Generator
-from viscoin_cli.runtime import maybe_compile
+from viscoin_cli import prefer_huge_pages
+
+prefer_huge_pages()  # as the `viscoin` command does, before torch loads: for both implementations alike
+
+import torch  # noqa: E402
+
+from viscoin_cli.nets.stylegan2 import Discriminator, Generator  # noqa: E402
+from viscoin_cli.runtime import maybe_compile  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

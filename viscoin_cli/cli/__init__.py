@@ -10,8 +10,8 @@ must stay instant.
 from __future__ import annotations
 
 import importlib
-import os
 
+from viscoin_cli import prefer_huge_pages
 from viscoin_cli.cli.app import app
 
 COMMAND_MODULES = (
@@ -46,10 +46,7 @@ def load_commands() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    # Before torch is imported (command modules import it lazily): tensors of 2 MB and more go on transparent
-    # huge pages, so the large activations a StyleGAN2 step allocates and frees fault in 512x fewer pages. On
-    # 2 CPU cores a paper256 G training step at 256 px takes 0.7x the time. A value the user set wins.
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    prefer_huge_pages()  # before torch loads: command modules import it lazily
     load_commands()
     app()
 

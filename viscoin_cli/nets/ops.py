@@ -39,6 +39,11 @@ def activation_gain(act: str) -> float:
     return ACTIVATIONS[act][2]
 
 
+def _along(b: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
+    """b reshaped to broadcast along dimension `dim` of an ndim-dimensional tensor."""
+    return b.reshape([-1 if i == dim else 1 for i in range(ndim)])
+
+
 def bias_act(
     x: torch.Tensor,
     b: torch.Tensor | None = None,
@@ -62,7 +67,7 @@ def bias_act(
             return _BiasActPWL.apply(x, b, act, alpha, gain, clamp, dim)
         return _bias_act_pwl(x, b, act, alpha, gain, clamp, dim)
     if b is not None:
-        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        x = x + _along(b, dim, x.ndim)
     x = func(x, alpha)
     if gain != 1:
         x = x * gain
@@ -80,7 +85,7 @@ def _bias_act_pwl(
 ) -> torch.Tensor:
     """The piecewise-linear bias_act without autograd, in place on the one tensor it makes (never on x)."""
     if b is not None:
-        x = torch.add(b.reshape([-1 if i == dim else 1 for i in range(x.ndim)]) * gain, x, alpha=gain)
+        x = torch.add(_along(b, dim, x.ndim) * gain, x, alpha=gain)
     elif gain != 1:
         x = x * gain
     elif act != "linear" or clamp is not None:

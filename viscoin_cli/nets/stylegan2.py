@@ -659,7 +659,9 @@ class DiscriminatorBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features at half the resolution, and the downsampled image for the 'skip' architecture."""
         device = (x if x is not None else img).device
-        dtype, memory_format = _block_format(self.use_fp16, self.channels_last, device, force_fp32, True)
+        dtype, memory_format = _block_format(
+            self.use_fp16, self.channels_last, device, force_fp32, cpu_channels_last=True
+        )
         if x is not None:
             x = x.to(dtype=dtype, memory_format=memory_format)
         if self.in_channels == 0 or self.architecture == "skip":
