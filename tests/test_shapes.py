@@ -118,3 +118,28 @@ def test_pretrain_classifier_runs_on_shapes(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((out / "options.json").read_text())["dataset"] == "shapes"
     assert "test_accuracy" in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_pool_split_is_fresh_balanced_draws():  # the pool (16 px, as the GAN test below: one draw, cached)
+    pool = load_dataset("shapes", "pool", resolution=16)
+    train = load_dataset("shapes", "train", resolution=16)
+    assert len(pool) == 50_000 and torch.bincount(torch.tensor(pool.labels)).tolist() == [6250] * 8
+    assert not torch.equal(pool.images[:4000], train.images)
+    assert set(pool.attributes) == set(S.ATTRIBUTES)
+
+
+def test_pool_is_shapes_only():
+    from viscoin_cli.errors import UserError
+
+    with pytest.raises(UserError, match="shapes dataset"):
+        load_dataset("digits", "pool")
+
+
+def test_finetune_gan_trains_on_the_pool(tmp_path):
+    out = tmp_path / "g"
+    args = ["--dataset", "shapes", "--pool", "--aug", "noaug", "--resolution", "16", "--batch-size", "8"]
+    args += ["--cbase", "128", "--cmax", "8", "--map", "1", "--tick-kimg", "0.032", "--grid-size", "4"]
+    result = run_cli("finetune-gan", *args, "--device", "cpu", "--kimg", "0.032", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "on shapes (50000 images)" in result.output
+    assert json.loads((out / "options.json").read_text())["pool"] is True

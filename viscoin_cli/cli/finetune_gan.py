@@ -28,6 +28,16 @@ def finetune_gan(
     mirror: Annotated[
         bool, typer.Option("--mirror", help="Random x-flips of the real images.", rich_help_panel=o.DATA)
     ] = False,
+    pool: Annotated[
+        bool,
+        typer.Option(
+            "--pool",
+            help="shapes only: train on 50 000 fresh draws of the shapes dataset (seeded apart from its train "
+            "and test splits) instead of its 4000-image train split; with that many reals D cannot memorise "
+            "them, so --aug noaug goes with it.",
+            rich_help_panel=o.DATA,
+        ),
+    ] = False,
     resume_from: Annotated[
         Path | None,
         typer.Option(

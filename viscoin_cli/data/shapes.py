@@ -12,7 +12,10 @@ factors (`dataset.attributes`).
 Sizes are fixed (train 4000, test 1000, every class exactly 1/8 of a split) and so are the images: each is
 drawn from its own generator seeded by (SEED, split, index), using only uniform draws (whose streams numpy
 keeps stable), at 4× the resolution with Pillow, then box-averaged down for anti-aliasing. Nothing is
-downloaded or written; a process generates a split once (`CACHE`), in about a second at 32 px.
+downloaded or written; a process generates a split once (`CACHE`), in about a second at 32 px. A third
+split, "pool" (50 000 images, seeded apart from train and test), exists for the generator: with that many
+fresh draws its discriminator cannot memorise the reals, so it trains without augmentation (`finetune-gan
+--pool`); the classifier and the concept models keep the 4000-image train split.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from PIL import Image, ImageDraw
 from viscoin_cli.data.images import ImageDataset
 
 SEED = 20_260_613
-SPLIT_SIZES = {"train": 4000, "test": 1000}
+SPLIT_SIZES = {"train": 4000, "test": 1000, "pool": 50_000}  # pool: fresh draws for the GAN (`finetune-gan --pool`)
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = ("red", "green", "blue", "yellow")
 GROUPS = ("warm", "cool")

@@ -140,6 +140,7 @@ class GanConfig(TrainConfig):
     keys; the defaults are the `default` preset, so a run written before a field existed keeps its value."""
 
     mirror: bool = False
+    pool: bool = False  # shapes: train on its 50 000-image pool split, not the 4000-image train split
     resume_from: str | None = None  # generator checkpoint to fine-tune
     discriminator: str | None = None  # its discriminator (None: D starts from scratch)
     freeze_d: int = 0
@@ -690,7 +691,7 @@ def train_gan(cfg: GanConfig, run: RunFolder, rt: Runtime, console: Console, *, 
     # --- setup -----------------------------------------------------------------------------------------
     dataset = load_dataset(
         cfg.dataset,
-        "train",
+        "pool" if cfg.pool else "train",
         root=cfg.data_root,
         resolution=cfg.resolution,
         skip_bad_images=cfg.skip_bad_images,
