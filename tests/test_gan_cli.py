@@ -82,7 +82,7 @@ RELEASE_OPTIONS = {
 
 
 # keys added since, with the value that keeps the released behaviour
-ADDED_OPTIONS = {"xflip_strength": 1.0, "compile": False}
+ADDED_OPTIONS = {"xflip_strength": 1.0, "compile": False, "pool": False}
 
 
 def test_options_json_keeps_the_released_keys_and_values(gan_run):
