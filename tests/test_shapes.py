@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 
 from viscoin_cli.data import load_dataset
 from viscoin_cli.data import shapes as S
@@ -143,3 +143,9 @@ def test_finetune_gan_trains_on_the_pool(tmp_path):
     assert result.exit_code == 0, result.output
     assert "on shapes (50000 images)" in result.output
     assert json.loads((out / "options.json").read_text())["pool"] is True
+
+
+def test_finetune_gan_refuses_the_pool_elsewhere_before_making_a_folder(tmp_path):
+    result = run_cli("finetune-gan", "--dataset", "digits", "--pool", "--out", tmp_path / "g")
+    assert "--pool applies to the shapes dataset" in assert_one_line_error(result)
+    assert not (tmp_path / "g").exists()

@@ -26,6 +26,7 @@ DEFAULT_RESOLUTION: dict[str, int] = {
 }
 EMBEDDED = ("digits", "shapes")  # built in and held in memory: no --data-root, no loader processes
 SPLITS = ("train", "val", "test", "pool")  # val: held out of train (`viscoin_cli.data.holdout`); pool: shapes'
+LISTED_SPLITS = ("test", "pool")  # loaded whole, never split by --val-fraction
 BOX_DATASETS = ("cub", "cars")  # layouts that ship bounding boxes
 
 
@@ -50,18 +51,18 @@ def load_dataset(
     if name not in DATASET_NAMES:
         raise UserError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}: expected train, val or test")
+        raise UserError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     if split == "pool" and name != "shapes":
-        raise UserError(f"--pool applies to the shapes dataset (fresh draws of its generator), not {name}")
+        raise UserError(f"the pool split belongs to the shapes dataset (fresh draws of its generator), not to {name}")
     if split == "val" and val_fraction == 0:
         raise UserError("the val split is held out of train: it needs a --val-fraction above 0")
     resolution = _check_resolution(DEFAULT_RESOLUTION[name] if resolution is None else resolution)
     if bbox_crop and name not in BOX_DATASETS:
         raise UserError(f"--bbox-crop applies to {' and '.join(BOX_DATASETS)}, not {name}")
     whole = _load_split(
-        name, split if split in ("test", "pool") else "train", root, resolution, augment, skip_bad_images, bbox_crop
+        name, split if split in LISTED_SPLITS else "train", root, resolution, augment, skip_bad_images, bbox_crop
     )
-    if split in ("test", "pool") or (split == "train" and val_fraction == 0):
+    if split in LISTED_SPLITS or (split == "train" and val_fraction == 0):
         return whole
     from viscoin_cli.data.holdout import split_off
 

@@ -214,6 +214,8 @@ class GanConfig(TrainConfig):
             raise UserError("--fid-features classifier needs --fid-classifier PATH (a pretrain-classifier checkpoint)")
         if self.xflip_strength < 0:
             raise UserError(f"--xflip-strength {self.xflip_strength:g}: must be at least 0")
+        if self.pool and self.dataset != "shapes":  # before the run folder exists
+            raise UserError(f"--pool applies to the shapes dataset (fresh draws of its generator), not {self.dataset}")
 
 
 def prepare_networks(cfg: GanConfig) -> GanConfig:
