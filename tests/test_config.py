@@ -136,6 +136,13 @@ def test_bad_choice_is_one_line(command, option, value, tmp_path):
     assert not (tmp_path / "o").exists()  # refused before anything is written
 
 
+@pytest.mark.parametrize("command", [["pretrain-classifier"], ["finetune-gan"], ["train", "--method", "flint"]])
+def test_bbox_crop_on_a_dataset_without_boxes_is_refused_before_the_run_folder(command, tmp_path):
+    line = assert_one_line_error(run_cli(*command, "--dataset", "digits", "--bbox-crop", "--out", tmp_path / "o"))
+    assert "--bbox-crop applies to cub and cars, not digits" in line
+    assert not (tmp_path / "o").exists()
+
+
 def test_resume_refuses_a_length_below_what_is_done(tiny_model, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

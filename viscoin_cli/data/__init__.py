@@ -30,6 +30,12 @@ LISTED_SPLITS = ("test", "pool")  # loaded whole, never split by --val-fraction
 BOX_DATASETS = ("cub", "cars")  # layouts that ship bounding boxes
 
 
+def check_bbox_crop(name: str, bbox_crop: bool) -> None:
+    """--bbox-crop needs a layout with bounding boxes; trainers ask before they make a run folder."""
+    if bbox_crop and name not in BOX_DATASETS:
+        raise UserError(f"--bbox-crop applies to {' and '.join(BOX_DATASETS)}, not {name}")
+
+
 def load_dataset(
     name: str,
     split: str,
@@ -57,8 +63,7 @@ def load_dataset(
     if split == "val" and val_fraction == 0:
         raise UserError("the val split is held out of train: it needs a --val-fraction above 0")
     resolution = _check_resolution(DEFAULT_RESOLUTION[name] if resolution is None else resolution)
-    if bbox_crop and name not in BOX_DATASETS:
-        raise UserError(f"--bbox-crop applies to {' and '.join(BOX_DATASETS)}, not {name}")
+    check_bbox_crop(name, bbox_crop)
     whole = _load_split(
         name, split if split in LISTED_SPLITS else "train", root, resolution, augment, skip_bad_images, bbox_crop
     )

@@ -83,6 +83,7 @@ class ClassifierConfig(TrainConfig):
         return {"val_fraction": VAL_FRACTION, **PRESETS[dataset]}
 
     def check(self) -> None:
+        super().check()
         check_fraction(self.val_fraction)
 
 

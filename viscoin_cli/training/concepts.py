@@ -56,6 +56,7 @@ class ConceptTrainConfig(TrainConfig):
         return with_shipped_parent(values, "classifier")
 
     def check(self) -> None:
+        super().check()
         expected = type(self).__dataclass_fields__["method"].default
         if self.method != expected:  # an options.json of another method read as this one
             raise UserError(f"method {self.method} cannot be trained with the {expected} trainer")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from viscoin_cli.choices import DatasetName, Precision
+from viscoin_cli.data import check_bbox_crop
 from viscoin_cli.errors import UserError
 
 C = TypeVar("C", bound="TrainConfig")
@@ -56,7 +57,8 @@ class TrainConfig:
         return values
 
     def check(self) -> None:
-        """Constraints between fields; a violation is a `UserError`."""
+        """Constraints between fields; a violation is a `UserError`. Runs before the run folder is made."""
+        check_bbox_crop(str(self.dataset), self.bbox_crop)
 
     @classmethod
     def create(cls: type[C], given: dict[str, Any]) -> C:

@@ -83,6 +83,7 @@ class DirectionsConfig(TrainConfig):
         return values
 
     def check(self) -> None:
+        super().check()
         if self.method != "gan":
             raise UserError(f"method {self.method!r} cannot be trained by directions gan")
         if not self.generator:

@@ -210,6 +210,7 @@ class GanConfig(TrainConfig):
         return values
 
     def check(self) -> None:
+        super().check()
         if self.fid_features == FidFeatures.classifier and not self.fid_classifier:
             raise UserError("--fid-features classifier needs --fid-classifier PATH (a pretrain-classifier checkpoint)")
         if self.xflip_strength < 0:
