@@ -36,6 +36,12 @@ def check_bbox_crop(name: str, bbox_crop: bool) -> None:
         raise UserError(f"--bbox-crop applies to {' and '.join(BOX_DATASETS)}, not {name}")
 
 
+def check_pool(name: str) -> None:
+    """The pool split (`finetune-gan --pool`) is fresh draws of the shapes generator; no other dataset has one."""
+    if name != "shapes":
+        raise UserError(f"--pool applies to the shapes dataset (fresh draws of its generator), not {name}")
+
+
 def load_dataset(
     name: str,
     split: str,
@@ -58,8 +64,8 @@ def load_dataset(
         raise UserError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    if split == "pool" and name != "shapes":
-        raise UserError(f"the pool split belongs to the shapes dataset (fresh draws of its generator), not to {name}")
+    if split == "pool":
+        check_pool(name)
     if split == "val" and val_fraction == 0:
         raise UserError("the val split is held out of train: it needs a --val-fraction above 0")
     resolution = _check_resolution(DEFAULT_RESOLUTION[name] if resolution is None else resolution)

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from viscoin_cli.choices import Augment, FidFeatures
 from viscoin_cli.console import Progress, format_metrics
-from viscoin_cli.data import DEFAULT_RESOLUTION, load_dataset
+from viscoin_cli.data import DEFAULT_RESOLUTION, check_pool, load_dataset
 from viscoin_cli.errors import UserError
 from viscoin_cli.io.checkpoint import (
     CheckpointMeta,
@@ -215,8 +215,8 @@ class GanConfig(TrainConfig):
             raise UserError("--fid-features classifier needs --fid-classifier PATH (a pretrain-classifier checkpoint)")
         if self.xflip_strength < 0:
             raise UserError(f"--xflip-strength {self.xflip_strength:g}: must be at least 0")
-        if self.pool and self.dataset != "shapes":  # before the run folder exists
-            raise UserError(f"--pool applies to the shapes dataset (fresh draws of its generator), not {self.dataset}")
+        if self.pool:
+            check_pool(str(self.dataset))
 
 
 def prepare_networks(cfg: GanConfig) -> GanConfig:
